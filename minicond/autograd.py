@@ -1,0 +1,170 @@
+"""Reverse-mode automatic differentiation: Function, Context, and the backward pass.
+
+Layer: above the backends, below ``functional``. A :class:`Function` subclass states one op:
+``forward(ctx, *arrays)`` computes the output from backend arrays and saves what the
+gradient needs; ``backward(ctx, grad)`` returns one gradient per positional input (``None``
+for inputs that are not tensors or need none). Broadcasting is undone here, once, in
+:func:`unbroadcast`, so no op's backward deals with it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+_grad_enabled = [True]
+
+
+def is_grad_enabled() -> bool:
+    """Whether operations are being recorded for backward."""
+    return _grad_enabled[-1]
+
+
+@contextlib.contextmanager
+def no_grad() -> Iterator[None]:
+    """Context manager in which no operation is recorded (as ``torch.no_grad``)."""
+    _grad_enabled.append(False)
+    try:
+        yield
+    finally:
+        _grad_enabled.pop()
+
+
+@contextlib.contextmanager
+def enable_grad() -> Iterator[None]:
+    """Context manager that records operations again inside a ``no_grad`` block."""
+    _grad_enabled.append(True)
+    try:
+        yield
+    finally:
+        _grad_enabled.pop()
+
+
+class Context:
+    """What a Function's forward leaves for its backward.
+
+    ``backend`` is the kernel table of the inputs; ``needs_input_grad[i]`` says whether
+    positional input ``i`` wants a gradient, so a backward can skip work nobody asked for.
+    """
+
+    def __init__(self, backend: Any, needs_input_grad: tuple[bool, ...]) -> None:
+        self.backend = backend
+        self.needs_input_grad = needs_input_grad
+        self.saved: tuple[Any, ...] = ()
+
+    def save_for_backward(self, *values: Any) -> None:
+        self.saved = values
+
+
+class Node:
+    """The record of one applied Function: its class, its context and its inputs."""
+
+    __slots__ = ("function", "ctx", "inputs")
+
+    def __init__(self, function: type[Function], ctx: Context, inputs: tuple[Any, ...]):
+        self.function = function
+        self.ctx = ctx
+        self.inputs = inputs
+
+
+class Function:
+    """Base class of differentiable operations; see the module docstring."""
+
+    @staticmethod
+    def forward(ctx: Context, *args: Any, **kwargs: Any) -> Any:
+        raise NotImplementedError
+
+    @staticmethod
+    def backward(ctx: Context, grad: Any) -> tuple[Any, ...]:
+        raise NotImplementedError
+
+    @classmethod
+    def apply(cls, *args: Any, **kwargs: Any) -> Tensor:
+        tensors = [a for a in args if isinstance(a, Tensor)]
+        backend = tensors[0].backend
+        for t in tensors[1:]:
+            if t.backend is not backend:
+                raise ValueError(f"{cls.__name__}: inputs live on backends "
+                                 f"{backend.name!r} and {t.backend.name!r}; move them to one "
+                                 f"with .to(backend)")
+            if t.dtype != tensors[0].dtype:
+                raise TypeError(f"{cls.__name__}: inputs have dtypes {tensors[0].dtype} and "
+                                f"{t.dtype}; convert them to one with .to(dtype=...)")
+        needs = tuple(isinstance(a, Tensor) and a.requires_grad for a in args)
+        ctx = Context(backend, needs)
+        raw = [a.data if isinstance(a, Tensor) else a for a in args]
+        out = cls.forward(ctx, *raw, **kwargs)
+        record = is_grad_enabled() and any(needs)
+        result = Tensor._wrap(out, backend, requires_grad=record)
+        if record:
+            result._node = Node(cls, ctx, args)
+        return result
+
+
+def unbroadcast(backend: Any, grad: Any, shape: tuple[int, ...]) -> Any:
+    """Sum ``grad`` down to ``shape``: the gradient of broadcasting ``shape`` to grad's shape.
+
+    Broadcasting copies an input along new leading axes and along axes of size 1, so its
+    transpose adds up the copies along exactly those axes.
+    """
+    shape = tuple(shape)
+    if tuple(grad.shape) == shape:
+        return grad
+    lead = grad.ndim - len(shape)
+    axes = tuple(range(lead)) + tuple(
+        lead + i for i, n in enumerate(shape) if n == 1 and grad.shape[lead + i] != 1)
+    if axes:
+        grad = backend.sum(grad, axes, True)
+    return backend.reshape(grad, shape)
+
+
+def _topological_order(root: Tensor) -> list[Tensor]:
+    """Tensors reachable from ``root`` through recorded nodes, each after all its users."""
+    order: list[Tensor] = []
+    seen: set[int] = set()
+    stack: list[tuple[Tensor, bool]] = [(root, False)]
+    while stack:
+        t, expanded = stack.pop()
+        if expanded:
+            order.append(t)
+            continue
+        if id(t) in seen:
+            continue
+        seen.add(id(t))
+        stack.append((t, True))
+        if t._node is not None:
+            for parent in t._node.inputs:
+                if isinstance(parent, Tensor) and parent.requires_grad and id(parent) not in seen:
+                    stack.append((parent, False))
+    return order[::-1]
+
+
+def run_backward(root: Tensor, grad: Any) -> None:
+    """Propagate ``grad`` (∂L/∂root) to every leaf that requires a gradient.
+
+    Leaves accumulate into ``.grad`` across calls, as in PyTorch; intermediate gradients are
+    dropped once used.
+    """
+    backend = root.backend
+    grads: dict[int, Any] = {id(root): grad}
+    for t in _topological_order(root):
+        g = grads.pop(id(t), None)
+        if g is None:
+            continue
+        node = t._node
+        if node is None:
+            t.grad = Tensor._wrap(g if t.grad is None else backend.add(t.grad.data, g), backend)
+            continue
+        input_grads = node.function.backward(node.ctx, g)
+        if not isinstance(input_grads, tuple):
+            input_grads = (input_grads,)
+        for inp, gi in zip(node.inputs, input_grads, strict=False):
+            if not isinstance(inp, Tensor) or not inp.requires_grad or gi is None:
+                continue
+            gi = unbroadcast(backend, gi, inp.shape)
+            prev = grads.get(id(inp))
+            grads[id(inp)] = gi if prev is None else backend.add(prev, gi)
+
+
+from .tensor import Tensor  # noqa: E402  (Tensor uses this module; import last)

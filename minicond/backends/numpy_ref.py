@@ -1,0 +1,281 @@
+"""The NumPy reference backend: every kernel of the table, written to be read.
+
+Layer: bottom (see ``table.py`` for the signatures). This is the oracle: the Numba CPU and
+CUDA backends are tested against it, so each kernel here favours the obvious formula over
+speed. Convolution is im2col followed by a matrix product; its two gradients are the
+transposes of those two linear maps.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .table import conv_output_size
+
+name = "numpy"
+
+
+# --- creation and transfer -------------------------------------------------------------------
+
+def from_numpy(a, dtype):
+    return np.array(a, dtype=dtype, copy=True, order="C")
+
+
+def to_numpy(a):
+    return np.array(a, copy=True)
+
+
+def full(shape, value, dtype):
+    return np.full(shape, value, dtype=dtype)
+
+
+def astype(a, dtype):
+    return a.astype(dtype, copy=True)
+
+
+def dropout_mask(shape, p, dtype, seed):
+    # Inverted dropout: kept units are scaled by 1/(1-p) so the expectation is unchanged.
+    keep = np.random.default_rng(seed).random(shape) >= p
+    scale = 0.0 if p >= 1.0 else 1.0 / (1.0 - p)
+    return (keep * scale).astype(dtype)
+
+
+# --- elementwise -----------------------------------------------------------------------------
+
+def add(a, b):
+    return a + b
+
+
+def sub(a, b):
+    return a - b
+
+
+def mul(a, b):
+    return a * b
+
+
+def div(a, b):
+    return a / b
+
+
+def gt(a, b):
+    return (a > b).astype(np.result_type(a, b))
+
+
+def eq(a, b):
+    return (a == b).astype(np.result_type(a, b))
+
+
+def neg(a):
+    return -a
+
+
+def exp(a):
+    return np.exp(a)
+
+
+def log(a):
+    return np.log(a)
+
+
+def sqrt(a):
+    return np.sqrt(a)
+
+
+def relu(a):
+    return np.maximum(a, a.dtype.type(0))
+
+
+def sigmoid(a):
+    # Stable for both signs: with t = exp(-|a|) ∈ (0, 1], σ(a) = 1/(1+t) for a ≥ 0 and
+    # t/(1+t) for a < 0, so exp never overflows.
+    t = np.exp(-np.abs(a))
+    return np.where(a >= 0, 1 / (1 + t), t / (1 + t)).astype(a.dtype)
+
+
+def power(a, p):
+    return (a ** a.dtype.type(p)).astype(a.dtype)
+
+
+# --- reductions and shape --------------------------------------------------------------------
+
+def sum(a, axes, keepdims):  # noqa: A001 - the table's name
+    return np.sum(a, axis=axes, keepdims=keepdims).astype(a.dtype)
+
+
+def max(a, axes, keepdims):  # noqa: A001 - the table's name
+    return np.max(a, axis=axes, keepdims=keepdims)
+
+
+def argmax(a, axis):
+    return np.argmax(a, axis=axis).astype(np.int64)
+
+
+def reshape(a, shape):
+    return np.reshape(a, shape)
+
+
+def permute(a, axes):
+    return np.ascontiguousarray(np.transpose(a, axes))
+
+
+def broadcast_to(a, shape):
+    return np.ascontiguousarray(np.broadcast_to(a, shape))
+
+
+def take_rows(a, index):
+    return a[index]
+
+
+def scatter_add_rows(shape, index, g):
+    out = np.zeros(shape, dtype=g.dtype)
+    np.add.at(out, index, g)  # repeated rows accumulate
+    return out
+
+
+# --- linear algebra and activations ----------------------------------------------------------
+
+def matmul(a, b):
+    return np.matmul(a, b)
+
+
+def softmax(a, axis):
+    e = np.exp(a - np.max(a, axis=axis, keepdims=True))
+    return e / np.sum(e, axis=axis, keepdims=True)
+
+
+def log_softmax(a, axis):
+    shifted = a - np.max(a, axis=axis, keepdims=True)
+    return shifted - np.log(np.sum(np.exp(shifted), axis=axis, keepdims=True))
+
+
+def softmax_backward(y, gy, axis):
+    return y * (gy - np.sum(gy * y, axis=axis, keepdims=True))
+
+
+def log_softmax_backward(y, gy, axis):
+    return gy - np.exp(y) * np.sum(gy, axis=axis, keepdims=True)
+
+
+# --- padding ---------------------------------------------------------------------------------
+
+def _pad_matrix(n, before, after, mode, dtype):
+    """The [n + before + after, n] 0/1 matrix P with padded = P · original along one axis."""
+    src = np.arange(-before, n + after)
+    if mode == "reflect":
+        src = np.abs(src)
+        src = np.where(src > n - 1, 2 * (n - 1) - src, src)
+    elif mode == "replicate":
+        src = np.clip(src, 0, n - 1)
+    elif mode == "circular":
+        src = src % n
+    rows = np.arange(src.size)
+    inside = (src >= 0) & (src < n)  # only "zeros" leaves rows outside: they stay all-zero
+    P = np.zeros((src.size, n), dtype=dtype)
+    P[rows[inside], src[inside]] = 1
+    return P
+
+
+def pad(x, pads, mode):
+    top, bottom, left, right = pads
+    Ph = _pad_matrix(x.shape[-2], top, bottom, mode, x.dtype)
+    Pw = _pad_matrix(x.shape[-1], left, right, mode, x.dtype)
+    return Ph @ x @ Pw.T  # padding is linear: y = Ph · x · Pwᵀ
+
+
+def pad_backward(g, pads, mode):
+    top, bottom, left, right = pads
+    H = g.shape[-2] - top - bottom
+    W = g.shape[-1] - left - right
+    Ph = _pad_matrix(H, top, bottom, mode, g.dtype)
+    Pw = _pad_matrix(W, left, right, mode, g.dtype)
+    return Ph.T @ g @ Pw  # the transpose map: gx = Phᵀ · gy · Pw
+
+
+# --- convolution -----------------------------------------------------------------------------
+
+def _out_size(x_shape, kernel, stride, padding, dilation):
+    Ho = conv_output_size(x_shape[2], kernel[0], stride[0], padding[0], dilation[0])
+    Wo = conv_output_size(x_shape[3], kernel[1], stride[1], padding[1], dilation[1])
+    return Ho, Wo
+
+
+def im2col(x, kernel, stride, padding, dilation):
+    """cols[b, (c, i, j), (oh, ow)] = xpad[b, c, oh·sh + i·dh, ow·sw + j·dw]."""
+    B, C = x.shape[:2]
+    (kh, kw), (sh, sw), (ph, pw), (dh, dw) = kernel, stride, padding, dilation
+    Ho, Wo = _out_size(x.shape, kernel, stride, padding, dilation)
+    xp = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
+    cols = np.empty((B, C, kh, kw, Ho, Wo), dtype=x.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            cols[:, :, i, j] = xp[:, :, i * dh: i * dh + sh * (Ho - 1) + 1: sh,
+                                  j * dw: j * dw + sw * (Wo - 1) + 1: sw]
+    return cols.reshape(B, C * kh * kw, Ho * Wo)
+
+
+def col2im(cols, x_shape, kernel, stride, padding, dilation):
+    """The transpose of im2col: every column entry is added back where it was read from."""
+    B, C, H, W = x_shape
+    (kh, kw), (sh, sw), (ph, pw), (dh, dw) = kernel, stride, padding, dilation
+    Ho, Wo = _out_size(x_shape, kernel, stride, padding, dilation)
+    cols = cols.reshape(B, C, kh, kw, Ho, Wo)
+    xp = np.zeros((B, C, H + 2 * ph, W + 2 * pw), dtype=cols.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            xp[:, :, i * dh: i * dh + sh * (Ho - 1) + 1: sh,
+               j * dw: j * dw + sw * (Wo - 1) + 1: sw] += cols[:, :, i, j]
+    return xp[:, :, ph: ph + H, pw: pw + W].copy()
+
+
+def _grouped_weight(weight, B, groups):
+    """View a shared [Cout, Cin/g, kh, kw] or per-example [B, Cout, ...] weight as
+    [B or 1, g, Cout/g, Cin/g·kh·kw] so one batched matmul serves both."""
+    per_example = weight.ndim == 5
+    w = weight if per_example else weight[None]
+    Cout = w.shape[1]
+    return w.reshape(w.shape[0], groups, Cout // groups, -1)
+
+
+def conv2d_forward(x, weight, stride, padding, dilation, groups):
+    B = x.shape[0]
+    kernel = weight.shape[-2:]
+    Ho, Wo = _out_size(x.shape, kernel, stride, padding, dilation)
+    cols = im2col(x, kernel, stride, padding, dilation)          # [B, Cin·kh·kw, L]
+    cols = cols.reshape(B, groups, -1, Ho * Wo)                  # [B, g, Cin/g·kh·kw, L]
+    w = _grouped_weight(weight, B, groups)                       # [B|1, g, Cout/g, Cin/g·kh·kw]
+    y = w @ cols                                                 # [B, g, Cout/g, L]
+    return y.reshape(B, -1, Ho, Wo)
+
+
+def conv2d_backward_input(gy, weight, x_shape, stride, padding, dilation, groups):
+    B, Cout, Ho, Wo = gy.shape
+    kernel = weight.shape[-2:]
+    w = _grouped_weight(weight, B, groups)
+    g = gy.reshape(B, groups, Cout // groups, Ho * Wo)
+    gcols = np.swapaxes(w, -1, -2) @ g                           # [B, g, Cin/g·kh·kw, L]
+    return col2im(gcols.reshape(B, -1, Ho * Wo), x_shape, kernel, stride, padding, dilation)
+
+
+def conv2d_backward_weight(x, gy, weight_shape, stride, padding, dilation, groups):
+    B, Cout, Ho, Wo = gy.shape
+    kernel = tuple(weight_shape[-2:])
+    cols = im2col(x, kernel, stride, padding, dilation).reshape(B, groups, -1, Ho * Wo)
+    g = gy.reshape(B, groups, Cout // groups, Ho * Wo)
+    gw = g @ np.swapaxes(cols, -1, -2)                           # [B, g, Cout/g, Cin/g·kh·kw]
+    if len(weight_shape) == 4:
+        gw = gw.sum(axis=0)
+    return gw.reshape(weight_shape)
+
+
+def mix_experts(r, W):
+    E = W.shape[0]
+    return (r @ W.reshape(E, -1)).reshape((r.shape[0],) + W.shape[1:])
+
+
+def mix_experts_backward(r, W, gK):
+    E, B = W.shape[0], r.shape[0]
+    gK_flat = gK.reshape(B, -1)
+    gr = gK_flat @ W.reshape(E, -1).T                 # gr_be = ⟨gK_b, W_e⟩
+    gW = (r.T @ gK_flat).reshape(W.shape)             # gW_e = Σ_b r_be gK_b
+    return gr, gW

@@ -1,0 +1,74 @@
+"""The kernel table: the names and signatures every backend implements.
+
+Layer: the bottom of DESIGN.md's stack. Functions in ``minicond.functional`` call
+``x.backend.<kernel>(...)`` and never ask which backend they hold. A backend is a module that
+defines every name in :data:`KERNELS` with the signature documented here; ``numpy_ref`` is the
+readable oracle the other backends are tested against.
+
+Conventions shared by every kernel:
+
+* Arrays are the backend's own (``numpy.ndarray`` on the CPU backends, device arrays on CUDA);
+  kernels return new arrays and never write into their inputs.
+* float32 and float64 are supported; a kernel returns the dtype of its floating inputs.
+* ``stride``, ``padding``, ``dilation`` are ``(h, w)`` pairs of Python ints; ``pads`` is
+  ``(top, bottom, left, right)``. Arguments are validated by the caller, in Python, before a
+  kernel runs.
+
+Creation and transfer
+    ``from_numpy(a, dtype)``          copy of a NumPy array onto the backend
+    ``to_numpy(a)``                   copy of a backend array as a NumPy array
+    ``full(shape, value, dtype)``     array filled with ``value``
+    ``astype(a, dtype)``              copy converted to ``dtype``
+    ``dropout_mask(shape, p, dtype, seed)``  0 with probability ``p``, else ``1/(1-p)``
+
+Elementwise (binary kernels broadcast like NumPy)
+    ``add sub mul div gt eq`` (a, b);  ``neg exp log sqrt relu sigmoid`` (a);  ``power(a, p)``
+    ``gt``/``eq`` return 1.0 where true and 0.0 elsewhere, in the inputs' dtype.
+
+Reductions and shape
+    ``sum(a, axes, keepdims)``, ``max(a, axes, keepdims)``, ``argmax(a, axis)`` (int64)
+    ``reshape(a, shape)``, ``permute(a, axes)``, ``broadcast_to(a, shape)``
+    ``take_rows(a, index)``           ``a[index]`` along axis 0, ``index`` an int64 NumPy array
+    ``scatter_add_rows(shape, index, g)``  zeros of ``shape`` with ``g`` added at rows ``index``
+
+Linear algebra and activations
+    ``matmul(a, b)``                  NumPy's ``a @ b`` (batch dims broadcast)
+    ``softmax(a, axis)``, ``log_softmax(a, axis)``  numerically stable
+    ``softmax_backward(y, gy, axis)``      y * (gy - Σ gy·y)
+    ``log_softmax_backward(y, gy, axis)``  gy - exp(y) · Σ gy
+
+Convolution family (NCHW)
+    ``pad(x, pads, mode)``            mode in zeros | reflect | replicate | circular
+    ``pad_backward(g, pads, mode)``   the transpose of ``pad``
+    ``im2col(x, kernel, stride, padding, dilation)``  [B, C, H, W] -> [B, C·kh·kw, Ho·Wo]
+    ``col2im(cols, x_shape, kernel, stride, padding, dilation)``  the transpose of ``im2col``
+    ``conv2d_forward(x, weight, stride, padding, dilation, groups)``
+        weight [Cout, Cin/g, kh, kw] (shared) or [B, Cout, Cin/g, kh, kw] (one per example)
+    ``conv2d_backward_input(gy, weight, x_shape, stride, padding, dilation, groups)``
+    ``conv2d_backward_weight(x, gy, weight_shape, stride, padding, dilation, groups)``
+        returns a 4-D gradient summed over the batch, or a 5-D one per example, as
+        ``weight_shape`` asks
+    ``mix_experts(r, W)``             K_b = Σ_e r_be W_e:  r [B, E], W [E, ...] -> [B, ...]
+    ``mix_experts_backward(r, W, gK)`` -> (gr, gW) with gr = gK·Wᵀ, gW = rᵀ·gK
+"""
+
+KERNELS: tuple[str, ...] = (
+    # creation and transfer
+    "from_numpy", "to_numpy", "full", "astype", "dropout_mask",
+    # elementwise
+    "add", "sub", "mul", "div", "gt", "eq", "neg", "exp", "log", "sqrt", "relu", "sigmoid",
+    "power",
+    # reductions and shape
+    "sum", "max", "argmax", "reshape", "permute", "broadcast_to", "take_rows",
+    "scatter_add_rows",
+    # linear algebra and activations
+    "matmul", "softmax", "log_softmax", "softmax_backward", "log_softmax_backward",
+    # convolution family
+    "pad", "pad_backward", "im2col", "col2im", "conv2d_forward", "conv2d_backward_input",
+    "conv2d_backward_weight", "mix_experts", "mix_experts_backward",
+)
+
+
+def conv_output_size(size: int, kernel: int, stride: int, padding: int, dilation: int) -> int:
+    """Output length of a convolution along one axis: ⌊(n + 2p − d(k−1) − 1)/s⌋ + 1."""
+    return (size + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1

@@ -1,0 +1,56 @@
+"""Differentiable operations: one Function per op, forward and backward side by side.
+
+Layer: above ``autograd``/``tensor``, below ``nn``. Each public function validates its
+arguments in Python, then applies its Function, whose docstring states the forward formula
+and the hand-derived gradient.
+"""
+
+from .basic import (
+    Add,
+    Amax,
+    Div,
+    Exp,
+    Log,
+    LogSoftmax,
+    MatMul,
+    Mean,
+    Mul,
+    Neg,
+    Permute,
+    Pow,
+    Relu,
+    Reshape,
+    Sigmoid,
+    Softmax,
+    Sub,
+    Sum,
+    TakeRows,
+    amax,
+    exp,
+    flatten,
+    index_batch,
+    log,
+    log_softmax,
+    matmul,
+    mean,
+    permute,
+    relu,
+    reshape,
+    sigmoid,
+    softmax,
+    sum,
+    transpose,
+)
+from .condconv import CondConv2d, MixExperts, cond_conv2d, mix_experts
+from .conv import Conv2d, conv2d
+from .pad import PAD_MODES, Pad, pad
+from .routing import Dropout, GlobalAvgPool2d, Linear, dropout, global_avg_pool2d, linear
+
+__all__ = [
+    "Add", "Amax", "CondConv2d", "Conv2d", "Div", "Dropout", "Exp", "GlobalAvgPool2d", "Linear",
+    "Log", "LogSoftmax", "MatMul", "Mean", "MixExperts", "Mul", "Neg", "PAD_MODES", "Pad",
+    "Permute", "Pow", "Relu", "Reshape", "Sigmoid", "Softmax", "Sub", "Sum", "TakeRows",
+    "amax", "cond_conv2d", "conv2d", "dropout", "exp", "flatten", "global_avg_pool2d",
+    "index_batch", "linear", "log", "log_softmax", "matmul", "mean", "mix_experts", "pad",
+    "permute", "relu", "reshape", "sigmoid", "softmax", "sum", "transpose",
+]

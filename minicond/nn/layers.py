@@ -1,0 +1,140 @@
+"""Basic layers: Linear, Conv2d and Dropout.
+
+Layer: ``nn``. Each layer holds its Parameters and calls one function of
+``minicond.functional`` in ``forward``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .. import functional as F
+from .._validate import check_choice, check_float, check_int, check_pair
+from ..functional.conv import resolve_padding
+from ..functional.pad import PAD_MODES
+from ..tensor import Tensor
+from .init import default_bound, uniform
+from .module import Module, Parameter
+
+
+class Linear(Module):
+    """y = x·Wᵀ + b with W [out_features, in_features], b [out_features]."""
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True,
+                 dtype: Any = None, backend: Any = None) -> None:
+        super().__init__()
+        self.in_features = check_int("Linear", "in_features", in_features, 1)
+        self.out_features = check_int("Linear", "out_features", out_features, 1)
+        bound = default_bound(in_features)
+        self.weight = Parameter(uniform((out_features, in_features), bound, dtype, backend))
+        self.register_parameter(
+            "bias", Parameter(uniform((out_features,), bound, dtype, backend)) if bias else None)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.linear(x, self.weight, self.bias)
+
+    def extra_repr(self) -> str:
+        return (f"in_features={self.in_features}, out_features={self.out_features}, "
+                f"bias={self.bias is not None}")
+
+
+class Dropout(Module):
+    """Inverted dropout in train mode, the identity in eval mode."""
+
+    def __init__(self, p: float = 0.5) -> None:
+        super().__init__()
+        self.p = check_float("Dropout", "p", p, 0.0, 1.0)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.dropout(x, self.p, self.training)
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+
+class ConvOptions:
+    """The arguments shared by Conv2d and CondConv2d, checked once."""
+
+    def __init__(self, owner: str, in_channels: Any, out_channels: Any, kernel_size: Any,
+                 stride: Any, padding: Any, dilation: Any, groups: Any,
+                 padding_mode: Any) -> None:
+        self.in_channels = check_int(owner, "in_channels", in_channels, 1)
+        self.out_channels = check_int(owner, "out_channels", out_channels, 1)
+        self.kernel_size = check_pair(owner, "kernel_size", kernel_size, 1)
+        self.stride = check_pair(owner, "stride", stride, 1)
+        self.dilation = check_pair(owner, "dilation", dilation, 1)
+        self.groups = check_int(owner, "groups", groups, 1)
+        self.padding_mode = check_choice(owner, "padding_mode", padding_mode, PAD_MODES)
+        if isinstance(padding, str):
+            check_choice(owner, "padding", padding, ("same", "valid"))
+            if padding == "same" and self.stride != (1, 1):
+                raise ValueError(f"{owner}: padding='same' needs stride=1, got "
+                                 f"stride={self.stride}")
+            self.padding: Any = padding
+        else:
+            self.padding = check_pair(owner, "padding", padding, 0)
+        if self.in_channels % self.groups:
+            raise ValueError(f"{owner}: groups={self.groups} must divide "
+                             f"in_channels={self.in_channels}")
+        if self.out_channels % self.groups:
+            raise ValueError(f"{owner}: groups={self.groups} must divide "
+                             f"out_channels={self.out_channels}")
+
+    @property
+    def kernel_shape(self) -> tuple[int, int, int, int]:
+        """[Cout, Cin/g, kh, kw]: the shape of one conv weight (one expert)."""
+        return (self.out_channels, self.in_channels // self.groups, *self.kernel_size)
+
+    @property
+    def fan_in(self) -> int:
+        return self.in_channels // self.groups * self.kernel_size[0] * self.kernel_size[1]
+
+    def explicit_pad(self, x: Tensor) -> tuple[Tensor, Any]:
+        """For a non-zeros padding mode, pad x here and let the conv use no padding."""
+        if self.padding_mode == "zeros":
+            return x, self.padding
+        if self.padding == "valid":
+            return x, 0
+        if self.padding == "same":
+            top, bottom, left, right = resolve_padding(
+                "pad", "same", self.kernel_size, self.stride, self.dilation)
+        else:
+            top = bottom = self.padding[0]
+            left = right = self.padding[1]
+        return F.pad(x, (left, right, top, bottom), self.padding_mode), 0
+
+    def describe(self) -> str:
+        s = (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+             f"stride={self.stride}")
+        if self.padding not in ((0, 0), "valid"):
+            s += f", padding={self.padding}"
+        if self.dilation != (1, 1):
+            s += f", dilation={self.dilation}"
+        if self.groups != 1:
+            s += f", groups={self.groups}"
+        if self.padding_mode != "zeros":
+            s += f", padding_mode={self.padding_mode!r}"
+        return s
+
+
+class Conv2d(Module):
+    """A static 2-D convolution with PyTorch's arguments and initialisation."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: Any, stride: Any = 1,
+                 padding: Any = 0, dilation: Any = 1, groups: int = 1, bias: bool = True,
+                 padding_mode: str = "zeros", dtype: Any = None, backend: Any = None) -> None:
+        super().__init__()
+        self.options = ConvOptions("Conv2d", in_channels, out_channels, kernel_size, stride,
+                                   padding, dilation, groups, padding_mode)
+        bound = default_bound(self.options.fan_in)
+        self.weight = Parameter(uniform(self.options.kernel_shape, bound, dtype, backend))
+        self.register_parameter(
+            "bias", Parameter(uniform((out_channels,), bound, dtype, backend)) if bias else None)
+
+    def forward(self, x: Tensor) -> Tensor:
+        o = self.options
+        x, padding = o.explicit_pad(x)
+        return F.conv2d(x, self.weight, self.bias, o.stride, padding, o.dilation, o.groups)
+
+    def extra_repr(self) -> str:
+        return self.options.describe() + ("" if self.bias is not None else ", bias=False")

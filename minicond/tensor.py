@@ -1,0 +1,287 @@
+"""The Tensor: a backend array, the backend that owns it, and its place in the autograd graph.
+
+Layer: with ``autograd.py``, above the backends. Every differentiable method forwards to a
+Function in ``minicond.functional``; this file holds no math of its own.
+"""
+
+from __future__ import annotations
+
+import numbers
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+
+from .backends import get_backend
+
+float32 = np.dtype(np.float32)
+float64 = np.dtype(np.float64)
+_DTYPES = {"float32": float32, "float64": float64}
+_default_dtype = [float32]
+
+
+def as_dtype(dtype: Any, argument: str = "dtype") -> np.dtype:
+    """Normalise ``dtype`` to float32 or float64, or raise a TypeError naming ``argument``."""
+    if isinstance(dtype, str) and dtype in _DTYPES:
+        return _DTYPES[dtype]
+    try:
+        d = np.dtype(dtype)
+    except TypeError:
+        d = None
+    if d not in (float32, float64):
+        raise TypeError(f"{argument}={dtype!r} is not supported; expected float32 or float64")
+    return d
+
+
+def set_default_dtype(dtype: Any) -> None:
+    """Set the dtype of tensors built from Python numbers, lists and integer arrays."""
+    _default_dtype[0] = as_dtype(dtype)
+
+
+def get_default_dtype() -> np.dtype:
+    return _default_dtype[0]
+
+
+class Tensor:
+    """An n-dimensional float32/float64 array that can record operations for backward."""
+
+    __array_priority__ = 100  # make ``ndarray + Tensor`` call Tensor.__radd__
+
+    def __init__(self, data: Any, backend: ModuleType, requires_grad: bool = False) -> None:
+        self.data = data
+        self.backend = backend
+        self.requires_grad = bool(requires_grad)
+        self.grad: Tensor | None = None
+        self._node: autograd.Node | None = None
+
+    @classmethod
+    def _wrap(cls, data: Any, backend: ModuleType, requires_grad: bool = False) -> Tensor:
+        return Tensor(data, backend, requires_grad)
+
+    # --- description --------------------------------------------------------------------------
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.data.shape)
+
+    @property
+    def dtype(self) -> np.dtype:
+        return np.dtype(self.data.dtype)
+
+    @property
+    def ndim(self) -> int:
+        return len(self.data.shape)
+
+    @property
+    def is_leaf(self) -> bool:
+        return self._node is None
+
+    @property
+    def device(self) -> str:
+        """The backend's name: ``"numpy"``, ``"numba"`` or ``"cuda"``."""
+        return self.backend.name
+
+    def numel(self) -> int:
+        return int(np.prod(self.shape))
+
+    def __len__(self) -> int:
+        if not self.shape:
+            raise TypeError("len() of a 0-d tensor")
+        return self.shape[0]
+
+    def __repr__(self) -> str:
+        grad = ", requires_grad=True" if self.requires_grad else ""
+        return (f"tensor({np.array2string(self.numpy(), precision=4, separator=', ')}, "
+                f"dtype={self.dtype}, backend={self.backend.name!r}{grad})")
+
+    # --- conversion ---------------------------------------------------------------------------
+    def numpy(self) -> np.ndarray:
+        """A NumPy copy of the values (from the device, for the CUDA backend)."""
+        return self.backend.to_numpy(self.data)
+
+    def item(self) -> float:
+        if self.numel() != 1:
+            raise ValueError(f"item(): tensor of shape {self.shape} has {self.numel()} "
+                             "elements; expected exactly one")
+        return float(self.numpy().reshape(()))
+
+    def detach(self) -> Tensor:
+        """The same values, cut from the graph (shares the array, like PyTorch)."""
+        return Tensor(self.data, self.backend)
+
+    def requires_grad_(self, requires_grad: bool = True) -> Tensor:
+        if not self.is_leaf:
+            raise ValueError("requires_grad_(): only leaf tensors can change requires_grad; "
+                             "use .detach() first")
+        self.requires_grad = bool(requires_grad)
+        return self
+
+    def to(self, backend: str | None = None, dtype: Any = None) -> Tensor:
+        """A copy on ``backend`` and/or in ``dtype`` (a leaf keeps ``requires_grad``).
+
+        A string that names a dtype (``"float64"``) is taken as the dtype.
+        """
+        if isinstance(backend, str) and backend in _DTYPES and dtype is None:
+            backend, dtype = None, backend
+        target = get_backend(backend) if backend is not None else self.backend
+        dt = as_dtype(dtype) if dtype is not None else self.dtype
+        if target is self.backend and dt == self.dtype:
+            return self
+        if target is self.backend:
+            data = self.backend.astype(self.data, dt)
+        else:
+            data = target.from_numpy(self.numpy(), dt)
+        return Tensor(data, target, requires_grad=self.requires_grad and self.is_leaf)
+
+    def float(self) -> Tensor:
+        return self.to(dtype=float32)
+
+    def double(self) -> Tensor:
+        return self.to(dtype=float64)
+
+    # --- autograd -----------------------------------------------------------------------------
+    def backward(self, grad: Any = None) -> None:
+        """Accumulate ∂self/∂leaf into ``leaf.grad`` for every leaf that requires a gradient.
+
+        ``grad`` is ∂L/∂self; it may be omitted only when ``self`` has one element.
+        """
+        if not self.requires_grad:
+            raise RuntimeError("backward(): this tensor does not require grad and has no "
+                               "graph; create inputs with requires_grad=True")
+        if grad is None:
+            if self.numel() != 1:
+                raise ValueError(f"backward(): grad can be omitted only for a one-element "
+                                 f"output; this output has shape {self.shape}, so pass "
+                                 f"grad= with that shape")
+            g = self.backend.full(self.shape, 1.0, self.dtype)
+        else:
+            gt = grad if isinstance(grad, Tensor) else tensor(
+                grad, dtype=self.dtype, backend=self.backend)
+            if gt.shape != self.shape:
+                raise ValueError(f"backward(): grad has shape {gt.shape}; expected the "
+                                 f"output's shape {self.shape}")
+            g = gt.to(self.backend, self.dtype).data
+        autograd.run_backward(self, g)
+
+    def zero_grad(self) -> None:
+        self.grad = None
+
+    # --- operators ----------------------------------------------------------------------------
+    def _lift(self, other: Any) -> Tensor:
+        """A Python number or array as a constant tensor on this tensor's backend and dtype."""
+        if isinstance(other, Tensor):
+            return other
+        if isinstance(other, numbers.Real) or isinstance(other, np.ndarray):
+            return Tensor(self.backend.from_numpy(np.asarray(other), self.dtype), self.backend)
+        raise TypeError(f"unsupported operand of type {type(other).__name__}; expected a "
+                        "Tensor, a real number or a NumPy array")
+
+    def __add__(self, other: Any) -> Tensor:
+        return F.Add.apply(self, self._lift(other))
+
+    def __radd__(self, other: Any) -> Tensor:
+        return F.Add.apply(self._lift(other), self)
+
+    def __sub__(self, other: Any) -> Tensor:
+        return F.Sub.apply(self, self._lift(other))
+
+    def __rsub__(self, other: Any) -> Tensor:
+        return F.Sub.apply(self._lift(other), self)
+
+    def __mul__(self, other: Any) -> Tensor:
+        return F.Mul.apply(self, self._lift(other))
+
+    def __rmul__(self, other: Any) -> Tensor:
+        return F.Mul.apply(self._lift(other), self)
+
+    def __truediv__(self, other: Any) -> Tensor:
+        return F.Div.apply(self, self._lift(other))
+
+    def __rtruediv__(self, other: Any) -> Tensor:
+        return F.Div.apply(self._lift(other), self)
+
+    def __neg__(self) -> Tensor:
+        return F.Neg.apply(self)
+
+    def __pow__(self, exponent: Any) -> Tensor:
+        if not isinstance(exponent, numbers.Real) or isinstance(exponent, bool):
+            raise TypeError(f"**: exponent={exponent!r} must be a real number (scalar power)")
+        return F.Pow.apply(self, exponent=float(exponent))
+
+    def __matmul__(self, other: Any) -> Tensor:
+        return F.matmul(self, other)
+
+    def __getitem__(self, index: Any) -> Tensor:
+        return F.index_batch(self, index)
+
+    # --- methods ------------------------------------------------------------------------------
+    def exp(self) -> Tensor:
+        return F.Exp.apply(self)
+
+    def log(self) -> Tensor:
+        return F.Log.apply(self)
+
+    def relu(self) -> Tensor:
+        return F.Relu.apply(self)
+
+    def sigmoid(self) -> Tensor:
+        return F.Sigmoid.apply(self)
+
+    def sum(self, dim: Any = None, keepdim: bool = False) -> Tensor:
+        return F.sum(self, dim, keepdim)
+
+    def mean(self, dim: Any = None, keepdim: bool = False) -> Tensor:
+        return F.mean(self, dim, keepdim)
+
+    def max(self, dim: Any = None, keepdim: bool = False) -> Tensor:
+        return F.amax(self, dim, keepdim)
+
+    def reshape(self, *shape: Any) -> Tensor:
+        return F.reshape(self, *shape)
+
+    def permute(self, *dims: Any) -> Tensor:
+        return F.permute(self, *dims)
+
+    def transpose(self, dim0: int, dim1: int) -> Tensor:
+        return F.transpose(self, dim0, dim1)
+
+    def matmul(self, other: Tensor) -> Tensor:
+        return F.matmul(self, other)
+
+    def softmax(self, dim: int = -1) -> Tensor:
+        return F.softmax(self, dim)
+
+    def log_softmax(self, dim: int = -1) -> Tensor:
+        return F.log_softmax(self, dim)
+
+    def flatten(self, start_dim: int = 0) -> Tensor:
+        return F.flatten(self, start_dim)
+
+
+def tensor(data: Any, dtype: Any = None, requires_grad: bool = False,
+           backend: str | ModuleType | None = None) -> Tensor:
+    """Build a leaf tensor from a NumPy array, a nested list, a number or a Tensor.
+
+    NumPy float32/float64 arrays keep their dtype; everything else becomes the default dtype
+    (float32) unless ``dtype`` says otherwise.
+    """
+    be = get_backend(backend)
+    if isinstance(data, Tensor):
+        data = data.numpy()
+    if dtype is not None:
+        dt = as_dtype(dtype)
+    elif isinstance(data, np.ndarray) and data.dtype in (float32, float64):
+        dt = np.dtype(data.dtype)
+    else:
+        dt = get_default_dtype()
+    try:
+        arr = np.asarray(data)
+    except ValueError as err:
+        raise ValueError(f"tensor(): data is not a rectangular array: {err}") from None
+    if arr.dtype.kind not in "biuf":
+        raise TypeError(f"tensor(): data of dtype {arr.dtype} is not supported; expected real "
+                        "numbers")
+    return Tensor(be.from_numpy(arr, dt), be, requires_grad=requires_grad)
+
+
+from . import autograd  # noqa: E402  (autograd and functional build on Tensor: import last)
+from . import functional as F  # noqa: E402
