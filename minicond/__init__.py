@@ -4,12 +4,11 @@ A small autograd engine over NumPy and Numba whose every op has a hand-derived b
 with three interchangeable kernel backends ("numpy", "numba", "cuda").
 """
 
-from . import functional
+from . import functional, interop, nn
 from .autograd import enable_grad, is_grad_enabled, no_grad
 from .backends import BackendUnavailableError, get_backend, set_default_backend
 from .random import manual_seed
 from .tensor import Tensor, float32, float64, get_default_dtype, set_default_dtype, tensor
-from . import nn, interop  # noqa: E402,I001  (nn builds on everything above)
 
 __version__ = "0.1.0"
 

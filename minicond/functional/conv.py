@@ -3,7 +3,8 @@ and groups.
 
 Layer: ``functional``. With x̃ the zero-padded input and g groups,
 
-    y[b, o, i, j] = bias[o] + Σ_{c ∈ group(o)} Σ_{u, v} K[o, c, u, v] · x̃[b, c, i·sh + u·dh, j·sw + v·dw]
+    y[b, o, i, j] = bias[o]
+                    + Σ_{c ∈ group(o)} Σ_{u, v} K[o, c, u, v] · x̃[b, c, i·sh + u·dh, j·sw + v·dw]
 
 Written as matrices (im2col): cols_b = im2col(x̃_b) is [Cin·kh·kw, Ho·Wo] and y_b = K · cols_b
 (per group). Both gradients are transposes of the two linear maps in that product:
