@@ -1,0 +1,85 @@
+"""conv2d against torch.nn.functional.conv2d: outputs and the gradients of x, weight and bias,
+in float64 with a random cotangent, over drawn stride, padding, dilation, groups and sizes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as TF
+from hypothesis import given
+from hypothesis import strategies as st
+
+import minicond as mc
+from tests.helpers import compare_with_torch
+from tests.strategies import conv_cases, fixture_settings, normal
+
+# PyTorch notes that it copies the input for an even "same" kernel; that is its business.
+pytestmark = pytest.mark.filterwarnings("ignore:Using padding='same':UserWarning")
+
+
+def check_conv(case, backend: str) -> None:
+    x, w, b = normal(case.seed, case.x_shape, case.weight_shape,
+                     (case.out_channels,) if case.bias else None)
+    kwargs = case.conv_kwargs()
+    compare_with_torch(lambda x, w, b: mc.functional.conv2d(x, w, b, **kwargs),
+                       lambda x, w, b: TF.conv2d(x, w, b, **kwargs),
+                       [x, w, b], backend=backend)
+
+
+@fixture_settings
+@given(data=st.data())
+def test_conv2d_matches_torch(backend, size_limit, data):
+    case = data.draw(conv_cases(size_limit), label="case")
+    check_conv(case, backend)
+
+
+@fixture_settings
+@given(data=st.data())
+def test_conv2d_string_padding_matches_torch(backend, size_limit, data):
+    case = data.draw(conv_cases(size_limit, padding_kinds=("same", "valid")), label="case")
+    check_conv(case, backend)
+
+
+@pytest.mark.parametrize("kernel, dilation", [((2, 2), 1), ((4, 3), 1), ((2, 4), (3, 1)),
+                                              ((3, 2), 2)])
+def test_conv2d_same_padding_with_even_kernel(backend, kernel, dilation):
+    """An even dilated kernel pads one more at the bottom/right, as PyTorch does."""
+    x, w, b = normal(7, (2, 2, 5, 6), (3, 2, *kernel), (3,))
+    compare_with_torch(
+        lambda x, w, b: mc.functional.conv2d(x, w, b, padding="same", dilation=dilation),
+        lambda x, w, b: TF.conv2d(x, w, b, padding="same", dilation=dilation),
+        [x, w, b], backend=backend)
+
+
+def test_conv2d_depthwise_matches_torch(backend):
+    """groups = Cin = Cout: each channel convolved with its own kernel."""
+    x, w, b = normal(3, (2, 4, 6, 5), (4, 1, 3, 3), (4,))
+    compare_with_torch(
+        lambda x, w, b: mc.functional.conv2d(x, w, b, stride=2, padding=1, groups=4),
+        lambda x, w, b: TF.conv2d(x, w, b, stride=2, padding=1, groups=4),
+        [x, w, b], backend=backend)
+
+
+def test_conv2d_float32_matches_torch(backend):
+    """The default dtype: float32 in, float32 out, equal to PyTorch within float32 rounding."""
+    x, w, b = (a.astype(np.float32) for a in normal(5, (2, 3, 7, 7), (4, 3, 3, 3), (4,)))
+    y = mc.functional.conv2d(mc.tensor(x, backend=backend), mc.tensor(w, backend=backend),
+                             mc.tensor(b, backend=backend), stride=2, padding=1)
+    expected = TF.conv2d(torch.from_numpy(x), torch.from_numpy(w), torch.from_numpy(b),
+                         stride=2, padding=1)
+    assert y.dtype == np.float32
+    np.testing.assert_allclose(y.numpy(), expected.numpy(), rtol=1e-5, atol=1e-5)
+
+
+def test_conv2d_gradient_of_one_input_only(backend):
+    """Only x requires a gradient: x.grad matches PyTorch and the weight gets none."""
+    xa, wa = normal(11, (1, 2, 5, 5), (3, 2, 3, 3))
+    x = mc.tensor(xa, dtype="float64", requires_grad=True, backend=backend)
+    w = mc.tensor(wa, dtype="float64", backend=backend)
+    c = np.random.default_rng(2).standard_normal((1, 3, 3, 3))
+    (mc.functional.conv2d(x, w) * c).sum().backward()
+    xt = torch.tensor(xa, requires_grad=True)
+    (TF.conv2d(xt, torch.tensor(wa)) * torch.tensor(c)).sum().backward()
+    assert w.grad is None
+    np.testing.assert_allclose(x.grad.numpy(), xt.grad.numpy(), rtol=1e-9, atol=1e-9)
