@@ -1,0 +1,181 @@
+"""Checkpoint files: atomic saving and checked loading of a nested training state.
+
+Layer: beside ``train.py``, above ``nn``/``optim``/``data``. A state is any nesting of dicts
+(string keys), lists, NumPy arrays and JSON scalars: model and optimizer state dicts, the
+loader position, the random generator, epoch and metrics.
+
+File format: a zip archive (NumPy's ``.npz`` layout) holding every array as ``arrays/<k>.npy``
+and ``state.json``, the state with each array replaced by ``{"__array__": k}``, plus a format
+tag and the SHA-256 of the array bytes. Loading checks the zip CRCs, the tag and the digest,
+so a truncated or altered file is reported as such rather than loaded half-way.
+
+Saving never exposes a partial file under the final name: the bytes go to a temporary file
+in the same directory, are flushed and fsync'ed, and only then renamed over the target with
+``os.replace`` (atomic on POSIX and Windows). A crash at any point leaves either the old file
+or the new one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+FORMAT = "minicond-checkpoint/1"
+_ARRAY = "__array__"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file that cannot be read, or that does not fit what loads it."""
+
+
+def _flatten(value: Any, arrays: list[np.ndarray], where: str) -> Any:
+    """The JSON skeleton of ``value``, with arrays moved into ``arrays``."""
+    if isinstance(value, np.ndarray):
+        arrays.append(value)
+        return {_ARRAY: len(arrays) - 1}
+    if isinstance(value, dict):
+        out = {}
+        for k, v in value.items():
+            if not isinstance(k, str):
+                raise TypeError(f"save_checkpoint: key {k!r} at {where} must be a str")
+            if k == _ARRAY:
+                raise ValueError(f"save_checkpoint: key {_ARRAY!r} at {where} is reserved")
+            out[k] = _flatten(v, arrays, f"{where}.{k}")
+        return out
+    if isinstance(value, (list, tuple)):
+        return [_flatten(v, arrays, f"{where}[{i}]") for i, v in enumerate(value)]
+    if isinstance(value, np.generic):
+        return value.item()
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    raise TypeError(f"save_checkpoint: {where} is a {type(value).__name__}; expected dicts, "
+                    "lists, NumPy arrays or JSON scalars")
+
+
+def _unflatten(value: Any, arrays: dict[int, np.ndarray]) -> Any:
+    if isinstance(value, dict):
+        if set(value) == {_ARRAY}:
+            return arrays[value[_ARRAY]]
+        return {k: _unflatten(v, arrays) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_unflatten(v, arrays) for v in value]
+    return value
+
+
+def _digest(arrays: list[np.ndarray]) -> str:
+    h = hashlib.sha256()
+    for a in arrays:
+        h.update(str((a.dtype.str, a.shape)).encode())
+        h.update(np.ascontiguousarray(a).tobytes())
+    return h.hexdigest()
+
+
+def _serialise(state: dict[str, Any]) -> bytes:
+    arrays: list[np.ndarray] = []
+    skeleton = _flatten(state, arrays, "state")
+    header = {"format": FORMAT, "sha256": _digest(arrays), "state": skeleton}
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_STORED) as zf:
+        for i, a in enumerate(arrays):
+            with zf.open(f"arrays/{i}.npy", "w") as f:
+                np.lib.format.write_array(f, np.ascontiguousarray(a), allow_pickle=False)
+        zf.writestr("state.json", json.dumps(header))
+    return buffer.getvalue()
+
+
+def _write_all(f: Any, data: bytes) -> None:
+    """Write ``data`` in chunks (a failure part-way leaves a partial temporary file)."""
+    view = memoryview(data)
+    for start in range(0, len(view), 1 << 20):
+        f.write(view[start:start + (1 << 20)])
+
+
+def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:
+    """Write ``state`` to ``path`` atomically (temporary file, fsync, rename)."""
+    if not isinstance(state, dict):
+        raise TypeError(f"save_checkpoint: state must be a dict, got {type(state).__name__}")
+    path = Path(path)
+    data = _serialise(state)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            _write_all(f, data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        # Any failure, Ctrl-C included, drops the temporary file and leaves ``path`` as it was.
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    _fsync_directory(path.parent)
+    return path
+
+
+def _fsync_directory(directory: Path) -> None:
+    """Make the rename itself durable (POSIX); directories cannot be opened on Windows."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a state written by :func:`save_checkpoint`; :class:`CheckpointError` names the file
+    and what is wrong when it is missing, truncated, corrupted or not a checkpoint."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {str(path)!r} does not exist")
+    try:
+        with zipfile.ZipFile(path) as zf:
+            bad = zf.testzip()  # reads every member and checks its CRC
+            if bad is not None:
+                raise CheckpointError(f"checkpoint {str(path)!r} is corrupted: member {bad!r} "
+                                      "fails its CRC check")
+            names = set(zf.namelist())
+            if "state.json" not in names:
+                raise CheckpointError(f"checkpoint {str(path)!r} is not a minicond checkpoint "
+                                      "(no state.json)")
+            header = json.loads(zf.read("state.json"))
+            if not isinstance(header, dict) or header.get("format") != FORMAT:
+                got = header.get("format") if isinstance(header, dict) else None
+                raise CheckpointError(f"checkpoint {str(path)!r} has format {got!r}; expected "
+                                      f"{FORMAT!r}")
+            arrays: dict[int, np.ndarray] = {}
+            for name in sorted(n for n in names if n.startswith("arrays/")):
+                with zf.open(name) as f:
+                    arrays[int(name[len("arrays/"):-len(".npy")])] = np.lib.format.read_array(
+                        f, allow_pickle=False)
+    except CheckpointError:
+        raise
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, ValueError, KeyError,
+            OSError, UnicodeDecodeError) as err:
+        raise CheckpointError(f"checkpoint {str(path)!r} is truncated or corrupted and cannot "
+                              f"be read ({type(err).__name__}: {err})") from None
+    ordered = [arrays[i] for i in range(len(arrays))] if set(arrays) == set(
+        range(len(arrays))) else None
+    if ordered is None or _digest(ordered) != header.get("sha256"):
+        raise CheckpointError(f"checkpoint {str(path)!r} is corrupted: its arrays do not match "
+                              "the recorded SHA-256 digest")
+    try:
+        state = _unflatten(header["state"], arrays)
+    except (KeyError, TypeError) as err:
+        raise CheckpointError(f"checkpoint {str(path)!r} is corrupted: bad array reference "
+                              f"{err}") from None
+    if not isinstance(state, dict):
+        raise CheckpointError(f"checkpoint {str(path)!r} does not hold a dict state")
+    return state
