@@ -46,10 +46,10 @@ def get_backend(name: str | ModuleType | None = None) -> ModuleType:
 
 def default_backend_name() -> str:
     """The default backend: set by :func:`set_default_backend`, else ``MINICOND_BACKEND``,
-    else ``"numpy"``."""
+    else ``"numba"``."""
     if _default:
         return _default[-1]
-    name = os.environ.get("MINICOND_BACKEND", "numpy")
+    name = os.environ.get("MINICOND_BACKEND", "numba")
     if name not in BACKEND_NAMES:
         raise ValueError(f"MINICOND_BACKEND={name!r} is not a known backend; expected one of "
                          f"{', '.join(map(repr, BACKEND_NAMES))}")
