@@ -5,6 +5,7 @@ arguments in Python, then applies its Function, whose docstring states the forwa
 and the hand-derived gradient.
 """
 
+from .activation import SiLU, silu
 from .basic import (
     Add,
     Amax,
@@ -43,7 +44,10 @@ from .basic import (
 )
 from .condconv import CondConv2d, MixExperts, cond_conv2d, mix_experts
 from .conv import Conv2d, conv2d
+from .loss import CrossEntropy, MSELoss, cross_entropy, mse_loss
+from .normalization import BatchNorm, batch_norm
 from .pad import PAD_MODES, Pad, pad
+from .pooling import AvgPool2d, MaxPool2d, adaptive_avg_pool2d, avg_pool2d, max_pool2d
 from .routing import Dropout, GlobalAvgPool2d, Linear, dropout, global_avg_pool2d, linear
 
 __all__ = [
@@ -53,4 +57,7 @@ __all__ = [
     "amax", "cond_conv2d", "conv2d", "dropout", "exp", "flatten", "global_avg_pool2d",
     "index_batch", "linear", "log", "log_softmax", "matmul", "mean", "mix_experts", "pad",
     "permute", "relu", "reshape", "sigmoid", "softmax", "sum", "transpose",
+    "AvgPool2d", "BatchNorm", "CrossEntropy", "MSELoss", "MaxPool2d", "SiLU",
+    "adaptive_avg_pool2d", "avg_pool2d", "batch_norm", "cross_entropy", "max_pool2d",
+    "mse_loss", "silu",
 ]

@@ -1,0 +1,140 @@
+"""Batch normalisation over the channel axis (axis 1) of [B, C, ...] inputs.
+
+Layer: ``functional``. The derivation is in the Function's docstring and in
+``docs/math/training_ops.md``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .._validate import check_float, check_tensor
+from ..autograd import Function
+from ..tensor import Tensor
+
+
+@dataclass
+class RunningStats:
+    """The buffers a training-mode batch norm updates in place, as PyTorch does:
+    ``mean ← (1 − m)·mean + m·μ`` and ``var ← (1 − m)·var + m·σ²·N/(N − 1)``."""
+
+    mean: Tensor
+    var: Tensor
+    momentum: float
+
+
+class BatchNorm(Function):
+    """y = γ·x̂ + β with x̂ = (x − μ)/√(σ² + ε), per channel c, over N = B·H·W values.
+
+    Training (batch statistics): μ = (1/N) Σ x,  σ² = (1/N) Σ (x − μ)² (biased),
+    s = 1/√(σ² + ε). μ and σ² depend on x, so with ĝ = g·γ (the gradient reaching x̂)
+
+        ∂L/∂σ² = −½ s³ Σ ĝ·(x − μ),      ∂L/∂μ = −s Σ ĝ  (the σ² term's Σ(x − μ) is 0)
+        ∂L/∂x  = ĝ·s + ∂L/∂σ² · 2(x − μ)/N + ∂L/∂μ / N
+               = (s/N) · (N·ĝ − Σ ĝ − x̂ · Σ ĝ·x̂)
+
+    Evaluation (running statistics, constants): x̂ = (x − μ_run)·s_run, ∂L/∂x = ĝ·s_run.
+    In both modes  ∂L/∂γ = Σ g·x̂  and  ∂L/∂β = Σ g  (sums over every axis but the channel).
+    """
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, use_batch_stats, eps, running_mean, running_var,
+                running=None):
+        be = ctx.backend
+        C = x.shape[1]
+        axes = (0,) + tuple(range(2, x.ndim))
+        per_channel = (1, C) + (1,) * (x.ndim - 2)
+        n = int(np.prod(x.shape)) // C
+        epsilon = be.full((), eps, x.dtype)
+        if use_batch_stats:
+            count = be.full((), n, x.dtype)
+            mu = be.div(be.sum(x, axes, True), count)
+            centred = be.sub(x, mu)
+            var = be.div(be.sum(be.mul(centred, centred), axes, True), count)
+            if running is not None:
+                _update_running(be, running, mu, var, n)
+        else:
+            centred = be.sub(x, be.reshape(running_mean, per_channel))
+            var = be.reshape(running_var, per_channel)
+        inv_std = be.div(be.full((), 1.0, x.dtype), be.sqrt(be.add(var, epsilon)))
+        x_hat = be.mul(centred, inv_std)
+        y = x_hat
+        if weight is not None:
+            y = be.mul(y, be.reshape(weight, per_channel))
+        if bias is not None:
+            y = be.add(y, be.reshape(bias, per_channel))
+        ctx.save_for_backward(x_hat, inv_std, weight)
+        ctx.axes, ctx.per_channel, ctx.n, ctx.batch = axes, per_channel, n, use_batch_stats
+        return y
+
+    @staticmethod
+    def backward(ctx, g):
+        x_hat, inv_std, weight = ctx.saved
+        be, axes = ctx.backend, ctx.axes
+        g_hat = g if weight is None else be.mul(g, be.reshape(weight, ctx.per_channel))
+        gx = gw = gb = None
+        if ctx.needs_input_grad[0]:
+            if ctx.batch:
+                n = be.full((), ctx.n, g.dtype)
+                sum_g = be.sum(g_hat, axes, True)
+                sum_gx = be.sum(be.mul(g_hat, x_hat), axes, True)
+                inner = be.sub(be.sub(be.mul(n, g_hat), sum_g), be.mul(x_hat, sum_gx))
+                gx = be.mul(be.div(inv_std, n), inner)
+            else:
+                gx = be.mul(g_hat, inv_std)
+        if ctx.needs_input_grad[1]:
+            gw = be.sum(be.mul(g, x_hat), axes, False)
+        if ctx.needs_input_grad[2]:
+            gb = be.sum(g, axes, False)
+        return gx, gw, gb
+
+
+def _update_running(be, running: RunningStats, mu, var, n: int) -> None:
+    """Blend the batch statistics into the running buffers (σ² unbiased, as PyTorch)."""
+    C = running.mean.shape[0]
+    m = be.full((), running.momentum, mu.dtype)
+    keep = be.full((), 1.0 - running.momentum, mu.dtype)
+    unbiased = be.mul(be.reshape(var, (C,)), be.full((), n / (n - 1), var.dtype))
+    running.mean.data = be.add(be.mul(m, be.reshape(mu, (C,))), be.mul(keep, running.mean.data))
+    running.var.data = be.add(be.mul(m, unbiased), be.mul(keep, running.var.data))
+
+
+def batch_norm(x: Tensor, running_mean: Tensor | None, running_var: Tensor | None,
+               weight: Tensor | None = None, bias: Tensor | None = None,
+               training: bool = False, momentum: float = 0.1, eps: float = 1e-5) -> Tensor:
+    """``torch.nn.functional.batch_norm``: x [B, C, ...] normalised per channel.
+
+    Batch statistics are used when ``training`` or when there are no running statistics;
+    in training, given running statistics are updated in place (never differentiated).
+    """
+    fn = "batch_norm"
+    x = check_tensor(fn, "x", x)
+    if x.ndim < 2:
+        raise ValueError(f"{fn}: x must be at least 2-D [B, C, ...], got shape {x.shape}")
+    C = x.shape[1]
+    for name, t in (("running_mean", running_mean), ("running_var", running_var),
+                    ("weight", weight), ("bias", bias)):
+        if t is not None:
+            check_tensor(fn, name, t, ndim=1)
+            if t.shape[0] != C:
+                raise ValueError(f"{fn}: {name} has shape {t.shape}; expected ({C},) for "
+                                 f"x with {C} channels")
+    if (running_mean is None) != (running_var is None):
+        raise ValueError(f"{fn}: running_mean and running_var must be given together")
+    eps = check_float(fn, "eps", eps, 0.0, float("inf"), low_open=True, high_open=True)
+    momentum = check_float(fn, "momentum", momentum, 0.0, 1.0)
+    use_batch_stats = bool(training) or running_mean is None
+    if use_batch_stats and x.numel() // max(C, 1) <= 1:
+        raise ValueError(f"{fn}: training needs more than one value per channel; x has shape "
+                         f"{x.shape}")
+    running = None
+    if bool(training) and running_mean is not None:
+        for name, t in (("running_mean", running_mean), ("running_var", running_var)):
+            if t.backend is not x.backend or t.dtype != x.dtype:
+                raise ValueError(f"{fn}: {name} is {t.dtype} on {t.backend.name!r}; x is "
+                                 f"{x.dtype} on {x.backend.name!r}")
+        running = RunningStats(running_mean, running_var, momentum)
+    stats = (None, None) if use_batch_stats else (running_mean, running_var)
+    return BatchNorm.apply(x, weight, bias, use_batch_stats, eps, *stats, running=running)
