@@ -880,9 +880,10 @@ def _softmax_kernels(dtype):
             for k in range(n):
                 s += math.exp(a[base + k * inner] - m)
             if log_form:
-                shift = m + math.log(s)
+                # (a − m) − log s, not a − (m + log s): m + log s would round at |m|'s scale
+                log_s = math.log(s)
                 for k in range(n):
-                    out[base + k * inner] = a[base + k * inner] - shift
+                    out[base + k * inner] = (a[base + k * inner] - m) - log_s
             else:
                 for k in range(n):
                     out[base + k * inner] = math.exp(a[base + k * inner] - m) / s
