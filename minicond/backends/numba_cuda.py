@@ -43,12 +43,12 @@ try:
     from numba import config as _numba_config
     from numba import cuda
     from numba import types as _nbt
-    from numba.np.numpy_support import from_dtype as _from_dtype
     from numba.cuda.random import (
         create_xoroshiro128p_states,
         xoroshiro128p_uniform_float32,
         xoroshiro128p_uniform_float64,
     )
+    from numba.np.numpy_support import from_dtype as _from_dtype
 except ImportError as err:  # pragma: no cover - numba-cuda is a dependency; this reports it
     _IMPORT_ERROR: ImportError | None = err
     SIMULATOR = False
@@ -742,13 +742,15 @@ def _gemm_kernel(kind, dtype):
     BM, BN, BK, TM, TN = TILE_M, TILE_N, TILE_K, REG_M, REG_N
     NTM, NTN = BM // TM, BN // TN
     NT = NTM * NTN
+    # +1 column: k-fast fills then write rows BM+1 apart, missing the same shared-memory bank
+    A_TILE, B_TILE = (BK, BM + 1), (BK, BN + 1)
 
     @cuda.jit
     def gemm(C, A, B, pa, pb, pc, M, N, K, splits, kchunk, a_kfast, b_nfast):
         """Block (x, y, z) computes the BM×BN tile (y, x) of product z // splits over the K
         range of split z % splits; thread (tx, ty) owns outputs (ty + i·NTM, tx + j·NTN)."""
-        As = cuda.shared.array((BK, BM + 1), nbt)   # +1: k-fast fills avoid bank conflicts
-        Bs = cuda.shared.array((BK, BN + 1), nbt)
+        As = cuda.shared.array(A_TILE, nbt)
+        Bs = cuda.shared.array(B_TILE, nbt)
         acc = cuda.local.array((TM, TN), nbt)
         ar = cuda.local.array(TM, nbt)
         br = cuda.local.array(TN, nbt)
@@ -1199,7 +1201,8 @@ def kernel_signatures(dtype) -> list[tuple[str, Callable, tuple]]:
 
     Lets the kernels be compiled for a GPU target on a machine without one
     (``numba.cuda.compile_ptx``): the float32 ones must contain no float64 instruction.
-    Tuple arguments are given at a representative length.
+    Tuple arguments are given at a representative length. ``dropout_mask`` is listed only
+    where a CUDA driver is present.
     """
     dt = np.dtype(dtype)
     f = _nb(dt)
@@ -1241,7 +1244,9 @@ def kernel_signatures(dtype) -> list[tuple[str, Callable, tuple]]:
     for kind, (na, nb, nc) in gemm_tuples.items():
         cases.append((f"gemm_{kind}", _gemm_kernel(kind, dt),
                       (arr, arr, arr, tup(na), tup(nb), tup(nc)) + (i64,) * 7))
-    if not SIMULATOR:
+    # The RNG's device functions are typed against the current device, so dropout compiles
+    # ahead only where a driver is present (the GPU run checks it then).
+    if not SIMULATOR and cuda.is_available():
         from numba.cuda.random import xoroshiro128p_type
         cases.append(("dropout_mask", _dropout_kernel(dt),
                       (arr, _nbt.Array(xoroshiro128p_type, 1, "C"), f, f)))
