@@ -74,7 +74,7 @@ def _digest(arrays: list[np.ndarray]) -> str:
     h = hashlib.sha256()
     for a in arrays:
         h.update(str((a.dtype.str, a.shape)).encode())
-        h.update(np.ascontiguousarray(a).tobytes())
+        h.update(np.asarray(a, order="C").tobytes())
     return h.hexdigest()
 
 
@@ -86,7 +86,7 @@ def _serialise(state: dict[str, Any]) -> bytes:
     with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_STORED) as zf:
         for i, a in enumerate(arrays):
             with zf.open(f"arrays/{i}.npy", "w") as f:
-                np.lib.format.write_array(f, np.ascontiguousarray(a), allow_pickle=False)
+                np.lib.format.write_array(f, np.asarray(a, order="C"), allow_pickle=False)
         zf.writestr("state.json", json.dumps(header))
     return buffer.getvalue()
 

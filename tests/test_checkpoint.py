@@ -14,7 +14,8 @@ from minicond.checkpoint import CheckpointError, load_checkpoint, save_checkpoin
 def _state(value: float) -> dict:
     return {
         "model": {"conv.weight": np.full((4, 3, 3, 3), value, np.float32),
-                  "fc.bias": np.arange(5, dtype=np.float64)},
+                  "fc.bias": np.arange(5, dtype=np.float64),
+                  "bn.num_batches_tracked": np.array(value, np.float32)},
         "optimizer": {"step": 7, "state": [{"exp_avg": np.ones(3)}, {}], "lr": 0.01},
         "loader": {"epoch": 2, "position": 5},
         "rng": {"state": {"state": 2**100 + 3, "inc": 2**90}, "bit_generator": "PCG64"},
@@ -39,7 +40,7 @@ def _assert_same(a, b):
         assert a == b and type(a) is type(b)
 
 
-def test_round_trip_keeps_arrays_dtypes_and_big_ints(tmp_path):
+def test_round_trip_keeps_arrays_dtypes_shapes_and_big_ints(tmp_path):
     path = save_checkpoint(tmp_path / "ckpt" / "latest.ckpt", _state(1.5))
     _assert_same(load_checkpoint(path), _state(1.5))
 
