@@ -154,8 +154,11 @@ class Tensor:
                                  f"grad= with that shape")
             g = self.backend.full(self.shape, 1.0, self.dtype)
         else:
-            gt = grad if isinstance(grad, Tensor) else tensor(
-                grad, dtype=self.dtype, backend=self.backend)
+            try:
+                gt = grad if isinstance(grad, Tensor) else tensor(
+                    grad, dtype=self.dtype, backend=self.backend)
+            except (TypeError, ValueError) as err:
+                raise type(err)(f"backward(): grad cannot be read as a gradient: {err}") from None
             if gt.shape != self.shape:
                 raise ValueError(f"backward(): grad has shape {gt.shape}; expected the "
                                  f"output's shape {self.shape}")
@@ -167,13 +170,24 @@ class Tensor:
 
     # --- operators ----------------------------------------------------------------------------
     def _lift(self, other: Any) -> Tensor:
-        """A Python number or array as a constant tensor on this tensor's backend and dtype."""
+        """A Python number or array as a constant tensor on this tensor's backend and dtype;
+        the shapes must broadcast, checked here so that no kernel sees a bad pair."""
         if isinstance(other, Tensor):
-            return other
-        if isinstance(other, numbers.Real) or isinstance(other, np.ndarray):
-            return Tensor(self.backend.from_numpy(np.asarray(other), self.dtype), self.backend)
-        raise TypeError(f"unsupported operand of type {type(other).__name__}; expected a "
-                        "Tensor, a real number or a NumPy array")
+            lifted = other
+        elif isinstance(other, numbers.Real) or (isinstance(other, np.ndarray)
+                                                 and other.dtype.kind in "biuf"):
+            lifted = Tensor(self.backend.from_numpy(np.asarray(other), self.dtype), self.backend)
+        else:
+            kind = (f"array of dtype {other.dtype}" if isinstance(other, np.ndarray)
+                    else type(other).__name__)
+            raise TypeError(f"unsupported operand: {kind}; expected a Tensor, a real number "
+                            "or a NumPy array of real numbers")
+        try:
+            np.broadcast_shapes(self.shape, lifted.shape)
+        except ValueError:
+            raise ValueError(f"operand shapes {self.shape} and {lifted.shape} do not "
+                             "broadcast") from None
+        return lifted
 
     def __add__(self, other: Any) -> Tensor:
         return F.Add.apply(self, self._lift(other))

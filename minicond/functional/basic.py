@@ -351,7 +351,13 @@ def permute(x: Tensor, *dims: Any) -> Tensor:
         dims = tuple(dims[0])
     if len(dims) != x.ndim:
         raise ValueError(f"permute: dims={dims} must name each of the {x.ndim} axes once")
-    axes = [int(d) % max(x.ndim, 1) for d in dims]
+    for d in dims:
+        if isinstance(d, bool) or not isinstance(d, numbers.Integral):
+            raise TypeError(f"permute: dims={dims!r} must be ints")
+        if not -x.ndim <= d < x.ndim:
+            raise ValueError(f"permute: dim={d} in dims={dims!r} is out of range for a "
+                             f"{x.ndim}-D tensor")
+    axes = [int(d) % x.ndim for d in dims]
     if sorted(axes) != list(range(x.ndim)):
         raise ValueError(f"permute: dims={dims} must be a permutation of 0..{x.ndim - 1}")
     return Permute.apply(x, tuple(axes))
@@ -372,6 +378,12 @@ def index_batch(x: Tensor, index: Any) -> Tensor:
     if x.ndim == 0:
         raise ValueError("index: a 0-d tensor cannot be indexed")
     n = x.shape[0]
+    if isinstance(index, tuple):
+        # x[i, j] would index further axes, which are not supported; x[(i,)] is x[i]
+        if len(index) != 1:
+            raise TypeError(f"index: only the batch axis can be indexed; got the "
+                            f"{len(index)}-axis index {index!r}")
+        (index,) = index
     if isinstance(index, Tensor):
         index = index.numpy()
     if isinstance(index, slice):
