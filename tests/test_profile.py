@@ -86,3 +86,39 @@ def test_layers_without_a_rule_are_an_error():
 def test_bad_input_shape():
     with pytest.raises(ValueError, match=r"input_shape=\(8, 8\)"):
         count_macs(_Net(), (8, 8))
+
+
+def test_batchnorm_pooling_and_blocks_by_hand():
+    class Pools(mc.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.bn = mc.nn.BatchNorm2d(3)
+            self.max = mc.nn.MaxPool2d(2)
+            self.avg = mc.nn.AvgPool2d(3, stride=1, padding=1)
+            self.gap = mc.nn.AdaptiveAvgPool2d(1)
+
+        def forward(self, x):
+            return self.gap(self.avg(self.max(self.bn(x))))
+
+    report = count_macs(Pools(), (3, 8, 8))
+    assert [(x.kind, x.macs) for x in report.layers] == [
+        ("BatchNorm2d", 3 * 8 * 8),              # one multiply-add per element
+        ("MaxPool2d", 3 * 4 * 4 * 2 * 2),        # C·Ho·Wo·kh·kw window reads
+        ("AvgPool2d", 3 * 4 * 4 * 3 * 3),
+        ("AdaptiveAvgPool2d", 3 * 4 * 4),        # C·H·W
+    ]
+
+
+def test_condconv_block_counts_one_router_and_three_mixed_convolutions():
+    block = mc.nn.CondConvBlock(4, 6, kernel_size=3, stride=2, expand_ratio=2, num_experts=3)
+    static = mc.nn.MBConvBlock(4, 6, kernel_size=3, stride=2, expand_ratio=2)
+    cond, plain = count_macs(block, (4, 8, 8)), count_macs(static, (4, 8, 8))
+    expand = 8 * 64 * 4                     # 1×1, 4 → 8 channels at 8×8
+    depthwise = 8 * 16 * 1 * 9              # 3×3 depthwise, stride 2 → 4×4
+    project = 6 * 16 * 8                    # 1×1, 8 → 6 at 4×4
+    batchnorms = 8 * 64 + 8 * 16 + 6 * 16
+    assert plain.total == expand + depthwise + project + batchnorms
+    mixing = 3 * (8 * 4 + 8 * 9 + 6 * 8)    # E × (kernel sizes of the three layers)
+    router = 4 * 64 + 4 * 3
+    assert cond.total == plain.total + mixing + router
+    assert [x.kind for x in cond.layers].count("Router") == 1

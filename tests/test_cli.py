@@ -1,0 +1,125 @@
+"""The ``minicond`` command: argument errors, train/compare end to end on tiny settings,
+and the commands the README shows."""
+
+from __future__ import annotations
+
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from minicond import cli
+from minicond.cli import build_parser, main
+
+ROOT = Path(__file__).parents[1]
+TINY = ["--train-size", "96", "--test-size", "48", "--image-size", "8", "--width", "4",
+        "--experts", "2", "--batch-size", "32", "--backend", "numpy", "--no-progress"]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["train", "--epochs", "0"], "--epochs must be >= 1, got 0"),
+    (["train", "--epochs", "two"], "argument --epochs: 'two' is not a valid int"),
+    (["train", "--lr", "0"], "--lr must be > 0.0, got 0"),
+    (["train", "--lr", "nan"], "--lr must be > 0.0, got nan"),
+    (["train", "--batch-size", "-4"], "--batch-size must be >= 1, got -4"),
+    (["train", "--model", "resnet"], "argument --model: invalid choice: 'resnet'"),
+    (["train", "--dataset", "mnist"], "argument --dataset: invalid choice: 'mnist'"),
+    (["train", "--optimizer", "lbfgs"], "argument --optimizer: invalid choice: 'lbfgs'"),
+    (["train", "--backend", "tpu"], "argument --backend: invalid choice: 'tpu'"),
+    (["train", "--image-size", "4"], "--image-size must be >= 8, got 4"),
+    (["compare", "--resume"], "unrecognized arguments: --resume"),
+    (["fly"], "invalid choice: 'fly'"),
+])
+def test_argument_errors_exit_2_with_a_message(argv, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_no_command_prints_help(capsys):
+    assert main([]) == 2
+    assert "train" in capsys.readouterr().out
+
+
+def test_train_then_resume(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "--epochs", "1", "--out", str(out), "--no-plots", *TINY]) == 0
+    assert "done: test accuracy" in capsys.readouterr().out
+    assert main(["train", "--epochs", "2", "--out", str(out), "--no-plots", "--resume",
+                 *TINY]) == 0
+    text = capsys.readouterr().out
+    assert "resumed from" in text and "epoch  2/2" in text
+    assert len((out / "metrics.jsonl").read_text().splitlines()) == 2
+
+
+def test_train_errors_exit_1_with_a_message(tmp_path, capsys):
+    out = tmp_path / "nothing"
+    assert main(["train", "--out", str(out), "--resume", *TINY]) == 1
+    assert f"minicond train: error: --resume: no checkpoint at '{out / 'latest.ckpt'}'" in (
+        capsys.readouterr().err)
+
+
+def test_compare_prints_both_models_side_by_side(tmp_path, capsys):
+    assert main(["compare", "--epochs", "1", "--out", str(tmp_path), "--no-plots",
+                 *TINY]) == 0
+    table = capsys.readouterr().out.strip().splitlines()[-3:]
+    assert table[0].split() == ["model", "test", "acc", "best", "acc", "parameters",
+                                "MACs/image", "train", "images/s"]
+    rows = {line.split()[0]: line.split() for line in table[1:]}
+    assert set(rows) == {"condconv", "static"}
+    params = {m: int(r[3].replace(",", "")) for m, r in rows.items()}
+    macs = {m: int(r[4].replace(",", "")) for m, r in rows.items()}
+    assert params["condconv"] > params["static"]            # E experts per layer
+    assert macs["static"] < macs["condconv"] < 1.3 * macs["static"]
+    assert (tmp_path / "condconv" / "latest.ckpt").exists()
+    assert (tmp_path / "static" / "latest.ckpt").exists()
+
+
+def test_explain_is_a_subcommand_when_present():
+    explain = pytest.importorskip("minicond.explain")
+    if not hasattr(explain, "register"):
+        pytest.skip("minicond.explain has no register()")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["explain", "--help"])
+    assert exit_info.value.code == 0
+
+
+def test_python_dash_m_runs_the_same_command():
+    done = subprocess.run([sys.executable, "-m", "minicond", "train", "--epochs", "0"],
+                          capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert done.returncode == 2
+    assert "--epochs must be >= 1" in done.stderr
+
+
+def _readme_commands() -> list[str]:
+    text = (ROOT / "README.md").read_text()
+    blocks = re.findall(r"```(?:bash|sh|console)\n(.*?)```", text, flags=re.S)
+    lines = [line.split("#")[0].strip() for block in blocks for line in block.splitlines()]
+    return [part.strip() for line in lines for part in line.split("&&")
+            if part.strip().startswith("minicond")]
+
+
+def test_readme_shows_the_main_commands():
+    text = (ROOT / "README.md").read_text()
+    assert "pip install -e . && minicond train" in text
+    assert 'pip install -e ".[test]" && pytest' in text
+    commands = _readme_commands()
+    for needed in ("minicond train", "minicond compare", "--resume"):
+        assert any(needed in c for c in commands), needed
+
+
+@pytest.mark.parametrize("command", _readme_commands() or ["minicond train"])
+def test_readme_commands_parse(command):
+    """Every ``minicond`` command in the README is accepted by the parser as written."""
+    args = build_parser().parse_args(shlex.split(command)[1:])
+    assert args.func in (cli.run_train, cli.run_compare) or args.command == "explain"
+
+
+def test_console_script_is_declared():
+    text = (ROOT / "pyproject.toml").read_text()
+    assert 'minicond = "minicond.cli:main"' in text
+    assert 'plot = ["matplotlib"]' in text and 'data = ["scikit-learn"]' in text
