@@ -55,17 +55,17 @@ def blocks(page: Path) -> list[tuple[str, int, str, list[str]]]:
     return found
 
 
-def commands() -> list[tuple[str, str]]:
-    """(where, command) for every runnable line of every bash block."""
+def commands() -> list[tuple[str, str, list[str]]]:
+    """(where, command, required modules) for every runnable line of every bash block."""
     out = []
     for page in PAGES:
-        for lang, line, code, _ in blocks(page):
+        for lang, line, code, required in blocks(page):
             if lang not in ("bash", "sh", "shell", "console"):
                 continue
             for k, text in enumerate(code.splitlines()):
                 text = text.strip().removeprefix("$ ")
                 if text.startswith(RUNNABLE):
-                    out.append((f"{_page_id(page)}:{line + 1 + k}", text))
+                    out.append((f"{_page_id(page)}:{line + 1 + k}", text, required))
     return out
 
 
@@ -98,8 +98,12 @@ def _argv(command: str) -> list[str]:
     return [script] + argv[1:] if script else [sys.executable, "-m", "minicond"] + argv[1:]
 
 
-@pytest.mark.parametrize("where,command", commands(), ids=[w for w, _ in commands()])
-def test_bash_commands_run(where: str, command: str, tmp_path) -> None:
+@pytest.mark.parametrize("where,command,required", commands(),
+                         ids=[w for w, *_ in commands()])
+def test_bash_commands_run(where: str, command: str, required: list[str], tmp_path) -> None:
+    missing = _missing(required)
+    if missing:
+        pytest.skip(f"{where} needs the optional package(s) {', '.join(missing)}")
     # Run from a scratch folder that sees the repository's examples/, so relative paths in
     # the command work and any file it writes lands in the scratch folder.
     (tmp_path / "examples").symlink_to(ROOT / "examples")
@@ -121,10 +125,9 @@ def test_every_math_page_has_a_checked_block() -> None:
 
 
 def test_commands_are_found() -> None:
-    found = {c.split()[1] if c.startswith("python ") else c.split()[0] for _, c in commands()}
-    assert commands(), "no runnable command found in the docs"
-    assert "examples/quickstart.py" in found or any(
-        "quickstart" in c for _, c in commands()), "the README's quickstart is not run"
+    found = [c for _, c, _ in commands()]
+    assert "python examples/quickstart.py" in found, "the README's quickstart is not run"
+    assert any(c.startswith("minicond explain") for c in found)
 
 
 def test_marker_only_skips_for_missing_packages(tmp_path) -> None:
