@@ -85,12 +85,12 @@ def _render(labels: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarr
     """Images [n, size, size] of the shapes ``labels`` with random pose and appearance."""
     n = labels.shape[0]
     centre = rng.uniform(-0.3, 0.3, size=(n, 2))
-    scale = rng.uniform(0.5, 0.85, size=(n, 1))          # radius, as a fraction of half-width
+    scale = rng.uniform(0.4, 0.85, size=(n, 1))          # radius, as a fraction of half-width
     angle = rng.uniform(0.0, 2.0 * np.pi, size=(n, 1))
-    stroke = rng.uniform(0.15, 0.3, size=(n, 1))
-    background = rng.uniform(0.0, 0.3, size=(n, 1))
-    foreground = background + rng.uniform(0.4, 0.7, size=(n, 1))
-    noise_level = rng.uniform(0.0, 0.08, size=(n, 1, 1))
+    stroke = rng.uniform(0.12, 0.3, size=(n, 1))
+    background = rng.uniform(0.0, 0.4, size=(n, 1))
+    foreground = background + rng.uniform(0.25, 0.6, size=(n, 1))
+    noise_level = rng.uniform(0.02, 0.15, size=(n, 1, 1))
 
     # Sample points: SUPERSAMPLE² per pixel, in [-1, 1]² image coordinates, y pointing up.
     m = size * SUPERSAMPLE
