@@ -148,7 +148,8 @@ def test_markdown_page_is_written_atomically(tmp_path) -> None:
 def test_step_pauses_between_steps(monkeypatch) -> None:
     prompts = []
     monkeypatch.setattr("builtins.input", lambda prompt="": prompts.append(prompt) or "")
-    walk = explain(step=True, file=io.StringIO())
+    tiny = dict(size=3, fd_elements=4)
+    walk = explain(step=True, file=io.StringIO(), **tiny)
     assert len(prompts) == len(walk.steps) - 1
 
     def no_keyboard(prompt: str = "") -> str:
@@ -158,7 +159,7 @@ def test_step_pauses_between_steps(monkeypatch) -> None:
     prompts.clear()
     monkeypatch.setattr("builtins.input", no_keyboard)
     out = io.StringIO()
-    explain(step=True, file=out)
+    explain(step=True, file=out, **tiny)
     assert len(prompts) == 1                      # stops asking once input is closed
     assert "verdict:" in out.getvalue()
 
