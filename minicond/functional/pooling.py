@@ -27,7 +27,7 @@ def _window_cols(be, x, kernel, stride, padding, dilation):
     """im2col of x as [B, C, K, L] (the window axis K separate from the channels)."""
     B, C = x.shape[:2]
     cols = be.im2col(x, kernel, stride, padding, dilation)
-    return be.reshape(cols, (B, C, kernel[0] * kernel[1], cols.shape[-1]))
+    return be.reshape(cols, (B, C, kernel[0] * kernel[1], cols.shape[2]))
 
 
 def _valid_mask(be, x_shape, dtype, kernel, stride, padding, dilation):
