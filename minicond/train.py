@@ -236,7 +236,9 @@ class Trainer:
         try:
             self.model.load_state_dict(state["model"])
             self.optimizer.load_state_dict(state["optimizer"])
-            self.schedule.load_state_dict(state["schedule"])
+            # A run extended with more --epochs stretches its cosine to the new length.
+            self.schedule.load_state_dict({**state["schedule"],
+                                           "total_steps": self.schedule.total_steps})
             self.loader.load_state_dict(state["loader"])
             mc_random.set_state(state["rng"])
             self.step = int(state["step"])

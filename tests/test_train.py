@@ -133,8 +133,14 @@ def test_resume_refuses_another_configuration(tmp_path):
 
 def test_resume_can_extend_a_finished_run(tmp_path):
     train(tiny(tmp_path, epochs=1), log=quiet)
+    before = params(tmp_path / "run")
     result = train(tiny(tmp_path, epochs=2), resume=True, log=quiet)
     assert [h["epoch"] for h in result.history] == [1, 2]
+    # The cosine now ends after epoch 2 (it had reached 0 after epoch 1), so epoch 2 trains.
+    state = load_checkpoint(tmp_path / "run" / "latest.ckpt")
+    assert state["schedule"]["total_steps"] == 2 * 6
+    after = state["model"]
+    assert not np.array_equal(before["classifier.weight"], after["classifier.weight"])
 
 
 def test_resume_without_a_checkpoint_says_so(tmp_path):
