@@ -6,25 +6,32 @@ operations, softmax and the small matrix products are NumPy's own vectorised loo
 they are taken from ``numpy_ref`` unchanged: a JIT brings nothing there. What is compiled here
 is the convolution family, where NumPy needs Python loops or large temporaries:
 
-* ``im2col``/``col2im`` and ``pad``/``pad_backward`` are parallel kernels whose threads own
-  disjoint outputs (rows of the column matrix, image planes), so no two threads ever add into
-  the same element and every sum runs in one fixed order.
-* ``conv2d_*`` unfold a few examples at a time into a column buffer of a few MiB (it stays in
-  cache while the matrix product reads it) and multiply it with ``np.matmul`` (OpenBLAS)
-  outside the JIT. A per-example kernel ``[B, Cout, Cin/g, kh, kw]`` (CondConv) takes the same
-  path: the batched product pairs example b's kernel with example b's columns, so CondConv
-  costs one convolution, not E, and no Python loop runs per example.
+* ``conv2d_*`` unfold a chunk of examples at a time into a column buffer of at most
+  :data:`COLUMN_BUFFER_BYTES` (compiled ``im2col``), multiply it with ``np.matmul``
+  (OpenBLAS), and fold column gradients back with a compiled ``col2im``. A per-example kernel
+  ``[B, Cout, Cin/g, kh, kw]`` (CondConv) takes the same path: the batched product pairs
+  example b's kernel with example b's columns, so CondConv costs one convolution, not E.
 * ``mix_experts`` is a compiled loop, K_b = Σ_e r_be W_e summed in expert order; its
   gradients gr = gK·Wᵀ and gW = rᵀ·gK are two matrix products.
+* ``pad``/``pad_backward`` gather and scatter through per-axis source indices.
 
-Determinism: the compiled kernels give the same bits for any thread count (no parallel
-reductions); the matrix products are OpenBLAS's, which give the same bits run to run at a fixed
-thread count. ``docs/numba.md`` has the details, the thread settings and the compile cost.
+Parallelism: chunks (of examples, image planes or rows) are independent, so they run on a
+pool of ``NUMBA_NUM_THREADS`` Python threads, each calling ``nogil`` compiled kernels and a
+single-threaded OpenBLAS product on its own chunk. One pool, not two: Numba's parallel
+threads and OpenBLAS's threads both spin while waiting, and taking turns on a few shared cores
+they slowed each other several-fold. Chunk boundaries depend on the shapes only, never on the
+thread count, and every sum runs in a fixed order, so results are bit-identical for any
+thread count (``docs/numba.md``).
 """
 
 from __future__ import annotations
 
 import builtins
+import math
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 
 import numpy as np
 
@@ -64,19 +71,28 @@ from .numpy_ref import (  # noqa: F401 - re-exported as this backend's kernels
 from .table import conv_output_size
 
 try:
-    from numba import njit, prange
+    import numba
+    from numba import njit
 except ImportError as err:  # pragma: no cover - numba is a dependency; this is the fallback
     _IMPORT_ERROR: ImportError | None = err
 else:
     _IMPORT_ERROR = None
 
+try:
+    from threadpoolctl import ThreadpoolController
+except ImportError:  # pragma: no cover - without it, chunks run one after another
+    ThreadpoolController = None
+
 name = "numba"
 
 # Column-buffer budget per chunk of examples: large enough that a chunk's matrix product is
 # big, small enough that the columns are still in cache when the product reads them.
-COLUMN_BUFFER_BYTES = 4 << 20
+COLUMN_BUFFER_BYTES = 2 << 20
+# Work is cut into at least this many chunks (when there are that many items), whatever the
+# thread count, so that chunk boundaries, and with them every rounding, never depend on it.
+MIN_CHUNKS = 8
 
-_PAD_MODES = {"zeros": 0, "reflect": 1, "replicate": 2, "circular": 3}
+_PAD_MODES = ("zeros", "reflect", "replicate", "circular")
 
 
 def check_available() -> None:
@@ -84,13 +100,99 @@ def check_available() -> None:
         raise BackendUnavailableError(f"backend 'numba' needs numba: {_IMPORT_ERROR}")
 
 
-# --- compiled kernels --------------------------------------------------------------------------
-# (``max``/``sum`` above are the table's kernels, so compiled code avoids the builtins' names.)
+# --- the worker pool -----------------------------------------------------------------------------
 
-@njit(cache=True)
+_pool_lock = threading.Lock()
+_pool: list[ThreadPoolExecutor] = []
+_local = threading.local()
+
+
+class _BlasLimit:
+    """Counts the callers that need OpenBLAS on one thread; the first in sets the limit and the
+    last out restores it, so nested and concurrent calls compose."""
+
+    users = 0
+    controller = None
+    limiter = None
+
+
+def num_threads() -> int:
+    """Worker threads used by this backend: ``NUMBA_NUM_THREADS`` (default: the CPU count)."""
+    return builtins.max(1, int(numba.config.NUMBA_NUM_THREADS))
+
+
+def _executor(workers: int) -> ThreadPoolExecutor:
+    with _pool_lock:
+        if not _pool or _pool[0]._max_workers != workers:
+            if _pool:
+                _pool.pop().shutdown(wait=False)
+            _pool.append(ThreadPoolExecutor(workers, thread_name_prefix="minicond-numba"))
+        return _pool[0]
+
+
+@contextmanager
+def _single_threaded_blas() -> Iterator[None]:
+    """OpenBLAS on one thread while the pool's threads each run their own products."""
+    with _pool_lock:
+        if _BlasLimit.controller is None:
+            _BlasLimit.controller = ThreadpoolController()
+        if _BlasLimit.users == 0:
+            _BlasLimit.limiter = _BlasLimit.controller.limit(limits=1, user_api="blas")
+        _BlasLimit.users += 1
+    try:
+        yield
+    finally:
+        with _pool_lock:
+            _BlasLimit.users -= 1
+            if _BlasLimit.users == 0:
+                _BlasLimit.limiter.restore_original_limits()
+                _BlasLimit.limiter = None
+
+
+def _chunk_size(n: int, per_item_bytes: int = 0) -> int:
+    """Items per chunk: at most :data:`COLUMN_BUFFER_BYTES` of scratch, at least
+    ``MIN_CHUNKS`` chunks when there are that many items. A function of the shapes only."""
+    size = math.ceil(n / MIN_CHUNKS)
+    if per_item_bytes:
+        size = builtins.min(size, COLUMN_BUFFER_BYTES // per_item_bytes)
+    return builtins.max(1, size)
+
+
+def _run_chunks(n: int, size: int, work: Callable[[int, int], object]) -> list:
+    """``[work(start, stop)]`` over consecutive blocks of ``size`` of ``range(n)``, in order,
+    computed on the worker threads."""
+    bounds = [(s, builtins.min(n, s + size)) for s in range(0, n, size)]
+    workers = builtins.min(num_threads(), len(bounds))
+    if workers <= 1 or ThreadpoolController is None:
+        return [work(s, e) for s, e in bounds]
+    with _single_threaded_blas():
+        return list(_executor(num_threads()).map(lambda be: work(*be), bounds))
+
+
+def _scratch(shape: tuple[int, ...], dtype: np.dtype, slot: int = 0) -> np.ndarray:
+    """A per-thread reusable buffer (``np.empty`` of a few MiB would fault its pages in again
+    on every call)."""
+    dtype = np.dtype(dtype)
+    nbytes = builtins.max(1, int(np.prod(shape)) * dtype.itemsize)
+    buffers = getattr(_local, "buffers", None)
+    if buffers is None:
+        buffers = _local.buffers = {}
+    buf = buffers.get(slot)
+    if buf is None or buf.size < nbytes:
+        buf = np.empty(nbytes, dtype=np.uint8)
+        if nbytes <= 4 * COLUMN_BUFFER_BYTES:    # keep only buffers of the budgeted size
+            buffers[slot] = buf
+    return buf[:int(np.prod(shape)) * dtype.itemsize].view(dtype).reshape(shape)
+
+
+# --- compiled kernels --------------------------------------------------------------------------
+# Serial and ``nogil``: the pool above supplies the parallelism. ``max``/``sum`` at module level
+# are the table's kernels, so compiled code spells out its comparisons instead.
+
+@njit(cache=True, nogil=True)
 def _valid_range(W, Wo, sw, col0):
     """(lo, hi), 0 <= lo <= hi <= Wo: the outputs ow whose input column ow·sw + col0 lies in
-    [0, W). Both slice bounds derived from it are then non-negative and in range."""
+    [0, W). Slice bounds derived from it are then non-negative and in range."""
     lo = 0
     if col0 < 0:
         lo = (-col0 + sw - 1) // sw
@@ -106,87 +208,76 @@ def _valid_range(W, Wo, sw, col0):
     return lo, hi
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, nogil=True)
 def _im2col_kernel(x, cols, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo):
     """cols[b, (c, i, j), oh·Wo + ow] = x[b, c, oh·sh − ph + i·dh, ow·sw − pw + j·dw], zero
-    outside x. One task per row (b, c, i, j); each row is written by exactly one thread."""
+    outside x. With stride 1 each output row is one contiguous copy."""
     nb, C, H, W = x.shape
-    rows = C * kh * kw
-    for task in prange(nb * rows):
-        b = task // rows
-        row = task - b * rows
-        c = row // (kh * kw)
-        i = (row // kw) % kh
-        j = row % kw
-        col0 = j * dw - pw                      # input column read by ow = 0
-        # ow range whose input column lies in [0, W): ow·sw + col0 >= 0 and < W
-        lo, hi = _valid_range(W, Wo, sw, col0)
-        dst = cols[b, row]
-        for oh in range(Ho):
-            ih = oh * sh - ph + i * dh
-            base = oh * Wo
-            if ih < 0 or ih >= H:
-                dst[base:base + Wo] = 0
-                continue
-            src = x[b, c, ih]
-            dst[base:base + lo] = 0
-            if sw == 1:
-                if hi > lo:
-                    dst[base + lo:base + hi] = src[lo + col0:hi + col0]
-            else:
-                for ow in range(lo, hi):
-                    dst[base + ow] = src[ow * sw + col0]
-            dst[base + hi:base + Wo] = 0
+    for b in range(nb):
+        for c in range(C):
+            for i in range(kh):
+                for j in range(kw):
+                    dst = cols[b, (c * kh + i) * kw + j]
+                    col0 = j * dw - pw              # input column read by ow = 0
+                    lo, hi = _valid_range(W, Wo, sw, col0)
+                    for oh in range(Ho):
+                        ih = oh * sh - ph + i * dh
+                        base = oh * Wo
+                        if ih < 0 or ih >= H:
+                            dst[base:base + Wo] = 0
+                            continue
+                        src = x[b, c, ih]
+                        dst[base:base + lo] = 0
+                        if sw == 1:
+                            if hi > lo:
+                                dst[base + lo:base + hi] = src[lo + col0:hi + col0]
+                        else:
+                            for ow in range(lo, hi):
+                                dst[base + ow] = src[ow * sw + col0]
+                        dst[base + hi:base + Wo] = 0
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, nogil=True)
 def _col2im_kernel(cols, gx, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo):
-    """The transpose of ``_im2col_kernel``: gx[b, c] = Σ over rows (c, i, j) of the column
-    entries read from each pixel. One task per image plane (b, c): the rows that feed a plane
-    belong to it alone, so threads never add into the same pixel, and each pixel's sum runs in
-    the fixed order (i, j, oh, ow)."""
+    """The transpose of ``_im2col_kernel``: every column entry is added back to the pixel it
+    was read from, each pixel's sum in the fixed order (i, j, oh, ow)."""
     nb, C, H, W = gx.shape
-    for task in prange(nb * C):
-        b = task // C
-        c = task - b * C
-        plane = gx[b, c]
-        plane[:, :] = 0
-        for i in range(kh):
-            for j in range(kw):
-                src = cols[b, (c * kh + i) * kw + j]
-                col0 = j * dw - pw
-                lo, hi = _valid_range(W, Wo, sw, col0)
-                if hi == lo:
-                    continue
-                for oh in range(Ho):
-                    ih = oh * sh - ph + i * dh
-                    if ih < 0 or ih >= H:
+    for b in range(nb):
+        for c in range(C):
+            plane = gx[b, c]
+            plane[:, :] = 0
+            for i in range(kh):
+                for j in range(kw):
+                    src = cols[b, (c * kh + i) * kw + j]
+                    col0 = j * dw - pw
+                    lo, hi = _valid_range(W, Wo, sw, col0)
+                    if hi == lo:
                         continue
-                    dst = plane[ih]
-                    base = oh * Wo
-                    if sw == 1:
-                        dst[lo + col0:hi + col0] += src[base + lo:base + hi]
-                    else:
-                        for ow in range(lo, hi):
-                            dst[ow * sw + col0] += src[base + ow]
+                    for oh in range(Ho):
+                        ih = oh * sh - ph + i * dh
+                        if ih < 0 or ih >= H:
+                            continue
+                        dst = plane[ih]
+                        base = oh * Wo
+                        if sw == 1:
+                            dst[lo + col0:hi + col0] += src[base + lo:base + hi]
+                        else:
+                            for ow in range(lo, hi):
+                                dst[ow * sw + col0] += src[base + ow]
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, nogil=True)
 def _pad_kernel(x, src_h, src_w, out):
-    """out[n, i, j] = x[n, src_h[i], src_w[j]], or 0 where either source is −1. One task per
-    plane n."""
-    N = x.shape[0]
-    Hp = src_h.shape[0]
-    Wp = src_w.shape[0]
-    for n in prange(N):
-        for i in range(Hp):
+    """out[n, i, j] = x[n, src_h[i], src_w[j]], or 0 where either source is −1."""
+    for n in range(x.shape[0]):
+        for i in range(src_h.shape[0]):
             si = src_h[i]
+            dst = out[n, i]
             if si < 0:
-                out[n, i, :] = 0
+                dst[:] = 0
                 continue
             row = x[n, si]
-            dst = out[n, i]
-            for j in range(Wp):
+            for j in range(src_w.shape[0]):
                 sj = src_w[j]
                 if sj >= 0:
                     dst[j] = row[sj]
@@ -194,46 +285,35 @@ def _pad_kernel(x, src_h, src_w, out):
                     dst[j] = 0
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, nogil=True)
 def _pad_backward_kernel(g, src_h, src_w, out):
-    """The transpose of ``_pad_kernel``: out[n, s_h, s_w] = Σ of g over the padded pixels that
-    copied it. One task per plane n; within a plane the sum runs in (i, j) order."""
-    N = g.shape[0]
-    Hp = src_h.shape[0]
-    Wp = src_w.shape[0]
-    for n in prange(N):
+    """The transpose of ``_pad_kernel``: out[n, s_h, s_w] sums g over the padded pixels that
+    copied it, in (i, j) order."""
+    for n in range(g.shape[0]):
         out[n, :, :] = 0
-        for i in range(Hp):
+        for i in range(src_h.shape[0]):
             si = src_h[i]
             if si < 0:
                 continue
             row = g[n, i]
             dst = out[n, si]
-            for j in range(Wp):
+            for j in range(src_w.shape[0]):
                 sj = src_w[j]
                 if sj >= 0:
                     dst[sj] += row[j]
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, nogil=True)
 def _mix_experts_kernel(r, W, out):
-    """out[b, p] = Σ_e r[b, e] · W[e, p], summed in expert order. One task per block of p
-    for every b, so each output element has one writer."""
-    B, E = r.shape
-    P = W.shape[1]
-    block = 4096
-    nblocks = (P + block - 1) // block
-    for task in prange(B * nblocks):
-        b = task // nblocks
-        p0 = (task - b * nblocks) * block
-        p1 = p0 + block if p0 + block < P else P
-        dst = out[b, p0:p1]
-        dst[:] = r[b, 0] * W[0, p0:p1]
-        for e in range(1, E):
-            dst += r[b, e] * W[e, p0:p1]
+    """out[b, p] = Σ_e r[b, e] · W[e, p], summed in expert order."""
+    for b in range(r.shape[0]):
+        dst = out[b]
+        dst[:] = r[b, 0] * W[0]
+        for e in range(1, r.shape[1]):
+            dst += r[b, e] * W[e]
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _scatter_add_rows_kernel(index, g, out):
     """out[index[k]] += g[k], rows in index order (a repeated row accumulates)."""
     for k in range(index.shape[0]):
@@ -254,43 +334,51 @@ def _pad_sources(n, before, after, mode):
         src = src % n
     else:
         src = np.where((src >= 0) & (src < n), src, -1)
-    # A source outside [0, n) must never reach a kernel (callers bound the pads; this is the
-    # last line before unchecked indexing).
-    if src.size and (src.min() < -1 or src.max() >= n or (mode != "zeros" and src.min() < 0)):
+    # The kernels index without bounds checks: an out-of-range source must stop here (callers
+    # bound the pads per mode; this is the last line before unchecked indexing).
+    lowest = -1 if mode == "zeros" else 0
+    if src.size and (src.min() < lowest or src.max() >= n):
         raise ValueError(f"pad: pads ({before}, {after}) are invalid for mode={mode!r} "
                          f"and size {n}")
     return src
 
 
-def pad(x, pads, mode):
-    top, bottom, left, right = pads
+def _check_mode(fn, mode):
     if mode not in _PAD_MODES:
-        raise ValueError(f"pad: mode={mode!r} must be one of {tuple(_PAD_MODES)}")
+        raise ValueError(f"{fn}: mode={mode!r} must be one of {_PAD_MODES}")
+
+
+def _planes(kernel, src, src_h, src_w, out):
+    """Run a padding kernel over the [N, ·, ·] planes in chunks on the pool."""
+    def work(s, e):
+        kernel(src[s:e], src_h, src_w, out[s:e])
+    if out.size:
+        _run_chunks(out.shape[0], _chunk_size(out.shape[0]), work)
+
+
+def pad(x, pads, mode):
+    _check_mode("pad", mode)
+    top, bottom, left, right = pads
     H, W = x.shape[-2:]
     src_h = _pad_sources(H, top, bottom, mode)
     src_w = _pad_sources(W, left, right, mode)
-    lead = x.shape[:-2]
     x3 = np.ascontiguousarray(x).reshape((-1, H, W))
     out = np.empty((x3.shape[0], src_h.size, src_w.size), dtype=x.dtype)
-    if out.size:
-        _pad_kernel(x3, src_h, src_w, out)
-    return out.reshape(lead + (src_h.size, src_w.size))
+    _planes(_pad_kernel, x3, src_h, src_w, out)
+    return out.reshape(x.shape[:-2] + (src_h.size, src_w.size))
 
 
 def pad_backward(g, pads, mode):
+    _check_mode("pad_backward", mode)
     top, bottom, left, right = pads
-    if mode not in _PAD_MODES:
-        raise ValueError(f"pad_backward: mode={mode!r} must be one of {tuple(_PAD_MODES)}")
     Hp, Wp = g.shape[-2:]
     H, W = Hp - top - bottom, Wp - left - right
     src_h = _pad_sources(H, top, bottom, mode)
     src_w = _pad_sources(W, left, right, mode)
-    lead = g.shape[:-2]
     g3 = np.ascontiguousarray(g).reshape((-1, Hp, Wp))
     out = np.empty((g3.shape[0], H, W), dtype=g.dtype)
-    if out.size:
-        _pad_backward_kernel(g3, src_h, src_w, out)
-    return out.reshape(lead + (H, W))
+    _planes(_pad_backward_kernel, g3, src_h, src_w, out)
+    return out.reshape(g.shape[:-2] + (H, W))
 
 
 # --- im2col / col2im ---------------------------------------------------------------------------
@@ -312,8 +400,12 @@ def im2col(x, kernel, stride, padding, dilation):
     B, C = x.shape[:2]
     Ho, Wo = _out_size(x.shape, kernel, stride, padding, dilation)
     cols = np.empty((B, C * kernel[0] * kernel[1], Ho * Wo), dtype=x.dtype)
+    geo = _geometry_args(kernel, stride, padding, dilation, Ho, Wo)
+
+    def work(s, e):
+        _im2col_kernel(x[s:e], cols[s:e], *geo)
     if cols.size:
-        _im2col_kernel(x, cols, *_geometry_args(kernel, stride, padding, dilation, Ho, Wo))
+        _run_chunks(B, _chunk_size(B), work)
     return cols
 
 
@@ -321,133 +413,123 @@ def col2im(cols, x_shape, kernel, stride, padding, dilation):
     B, C, H, W = x_shape
     Ho, Wo = _out_size(x_shape, kernel, stride, padding, dilation)
     cols = np.ascontiguousarray(cols).reshape(B, C * kernel[0] * kernel[1], Ho * Wo)
-    gx = np.empty(tuple(x_shape), dtype=cols.dtype)
-    if gx.size:
-        if cols.size:
-            _col2im_kernel(cols, gx, *_geometry_args(kernel, stride, padding, dilation, Ho, Wo))
-        else:
-            gx[...] = 0
+    gx = np.zeros(tuple(x_shape), dtype=cols.dtype)
+    geo = _geometry_args(kernel, stride, padding, dilation, Ho, Wo)
+
+    def work(s, e):
+        _col2im_kernel(cols[s:e], gx[s:e], *geo)
+    if gx.size and cols.size:
+        _run_chunks(B, _chunk_size(B), work)
     return gx
 
 
 # --- convolution -------------------------------------------------------------------------------
 
-def _chunk(B, rows, L, itemsize):
-    """Examples per chunk so that a chunk's columns [n, rows, L] fit the buffer budget."""
-    per_example = builtins.max(1, rows * L * itemsize)
-    return builtins.max(1, builtins.min(B, COLUMN_BUFFER_BYTES // per_example))
-
-
-def _grouped(weight, groups):
+def _grouped(weight, groups, dtype):
     """A shared [Cout, Cin/g, kh, kw] or per-example [B, Cout, ...] weight as
     [1 or B, g, Cout/g, Cin/g·kh·kw]."""
     w = weight if weight.ndim == 5 else weight[None]
-    return np.ascontiguousarray(w).reshape(w.shape[0], groups, w.shape[1] // groups, -1)
+    w = np.ascontiguousarray(w, dtype=dtype)
+    return w.reshape(w.shape[0], groups, w.shape[1] // groups, -1)
 
 
 def conv2d_forward(x, weight, stride, padding, dilation, groups):
-    x = np.ascontiguousarray(x)
+    dtype = np.result_type(x, weight)
+    x = np.ascontiguousarray(x, dtype=dtype)
     B, C = x.shape[:2]
     kernel = weight.shape[-2:]
     Cout = weight.shape[-4]
     Ho, Wo = _out_size(x.shape, kernel, stride, padding, dilation)
-    L = Ho * Wo
-    dtype = np.result_type(x, weight)
-    w = _grouped(weight, groups).astype(dtype, copy=False)
+    L, rows = Ho * Wo, C * kernel[0] * kernel[1]
+    w = _grouped(weight, groups, dtype)                       # [1|B, g, Cout/g, K]
     per_example = weight.ndim == 5
-    y = np.empty((B, Cout, Ho, Wo), dtype=dtype)
-    rows = C * kernel[0] * kernel[1]
-    if y.size == 0:
-        return y
-    if rows == 0:
-        y[...] = 0
-        return y
+    y = np.zeros((B, Cout, Ho, Wo), dtype=dtype)
     geo = _geometry_args(kernel, stride, padding, dilation, Ho, Wo)
-    nb = _chunk(B, rows, L, dtype.itemsize)
-    cols = np.empty((nb, rows, L), dtype=dtype)
-    for b0 in range(0, B, nb):
-        n = builtins.min(nb, B - b0)
-        _im2col_kernel(x[b0:b0 + n].astype(dtype, copy=False), cols[:n], *geo)
-        wb = w[b0:b0 + n] if per_example else w
-        np.matmul(wb, cols[:n].reshape(n, groups, rows // groups, L),
-                  out=y[b0:b0 + n].reshape(n, groups, Cout // groups, L))
+
+    def work(s, e):
+        cols = _scratch((e - s, rows, L), dtype)
+        _im2col_kernel(x[s:e], cols, *geo)
+        np.matmul(w[s:e] if per_example else w,
+                  cols.reshape(e - s, groups, rows // groups, L),
+                  out=y[s:e].reshape(e - s, groups, Cout // groups, L))
+    if y.size and rows:
+        _run_chunks(B, _chunk_size(B, rows * L * dtype.itemsize), work)
     return y
 
 
 def conv2d_backward_input(gy, weight, x_shape, stride, padding, dilation, groups):
-    gy = np.ascontiguousarray(gy)
+    dtype = np.result_type(gy, weight)
+    gy = np.ascontiguousarray(gy, dtype=dtype)
     B, Cout, Ho, Wo = gy.shape
     C = x_shape[1]
     kernel = weight.shape[-2:]
-    L = Ho * Wo
-    dtype = np.result_type(gy, weight)
+    L, rows = Ho * Wo, C * kernel[0] * kernel[1]
     # wᵀ [1|B, g, Cin/g·kh·kw, Cout/g], contiguous so each product is a plain GEMM
-    wT = np.ascontiguousarray(np.swapaxes(_grouped(weight, groups), -1, -2).astype(dtype))
+    wT = np.ascontiguousarray(np.swapaxes(_grouped(weight, groups, dtype), -1, -2))
     per_example = weight.ndim == 5
-    gx = np.empty(tuple(x_shape), dtype=dtype)
-    rows = C * kernel[0] * kernel[1]
-    if gx.size == 0:
-        return gx
-    if rows == 0 or L == 0:
-        gx[...] = 0
-        return gx
+    gx = np.zeros(tuple(x_shape), dtype=dtype)
     geo = _geometry_args(kernel, stride, padding, dilation, Ho, Wo)
-    nb = _chunk(B, rows, L, dtype.itemsize)
-    gcols = np.empty((nb, rows, L), dtype=dtype)
-    for b0 in range(0, B, nb):
-        n = builtins.min(nb, B - b0)
-        wb = wT[b0:b0 + n] if per_example else wT
-        np.matmul(wb, gy[b0:b0 + n].reshape(n, groups, Cout // groups, L).astype(dtype),
-                  out=gcols[:n].reshape(n, groups, rows // groups, L))
-        _col2im_kernel(gcols[:n], gx[b0:b0 + n], *geo)
+
+    def work(s, e):
+        gcols = _scratch((e - s, rows, L), dtype)
+        np.matmul(wT[s:e] if per_example else wT,
+                  gy[s:e].reshape(e - s, groups, Cout // groups, L),
+                  out=gcols.reshape(e - s, groups, rows // groups, L))
+        _col2im_kernel(gcols, gx[s:e], *geo)
+    if gx.size and rows and L:
+        _run_chunks(B, _chunk_size(B, rows * L * dtype.itemsize), work)
     return gx
 
 
 def conv2d_backward_weight(x, gy, weight_shape, stride, padding, dilation, groups):
-    x = np.ascontiguousarray(x)
-    gy = np.ascontiguousarray(gy)
+    dtype = np.result_type(x, gy)
+    x = np.ascontiguousarray(x, dtype=dtype)
+    gy = np.ascontiguousarray(gy, dtype=dtype)
     B, Cout, Ho, Wo = gy.shape
     C = x.shape[1]
     weight_shape = tuple(weight_shape)
     kernel = weight_shape[-2:]
-    L = Ho * Wo
-    dtype = np.result_type(x, gy)
-    rows = C * kernel[0] * kernel[1]
+    L, rows = Ho * Wo, C * kernel[0] * kernel[1]
     per_example = len(weight_shape) == 5
-    # one gradient per example [B, g, Cout/g, Cin/g·kh·kw]; summed over b for a shared weight
-    gw = np.zeros((B if per_example else 1, groups, Cout // groups, rows // groups),
-                  dtype=dtype)
+    grouped = (groups, Cout // groups, rows // groups)       # one example's [g, Cout/g, K]
+    geo = _geometry_args(kernel, stride, padding, dilation, Ho, Wo)
+    gw = np.zeros((B if per_example else 1,) + grouped, dtype=dtype)
     if gw.size == 0 or L == 0 or B == 0:
         return gw.reshape(weight_shape)
-    geo = _geometry_args(kernel, stride, padding, dilation, Ho, Wo)
-    nb = _chunk(B, rows, L, dtype.itemsize)
-    cols = np.empty((nb, rows, L), dtype=dtype)
-    part = None if per_example else np.empty((nb,) + gw.shape[1:], dtype=dtype)
-    for b0 in range(0, B, nb):
-        n = builtins.min(nb, B - b0)
-        _im2col_kernel(x[b0:b0 + n].astype(dtype, copy=False), cols[:n], *geo)
-        g = gy[b0:b0 + n].reshape(n, groups, Cout // groups, L).astype(dtype, copy=False)
-        colsT = np.swapaxes(cols[:n].reshape(n, groups, rows // groups, L), -1, -2)
-        if per_example:
-            np.matmul(g, colsT, out=gw[b0:b0 + n])
-        else:
-            np.matmul(g, colsT, out=part[:n])
-            for k in range(n):          # fixed order: example b0, b0+1, ...
-                gw[0] += part[k]
+
+    def work(s, e):
+        cols = _scratch((e - s, rows, L), dtype)
+        _im2col_kernel(x[s:e], cols, *geo)
+        g = gy[s:e].reshape(e - s, *grouped[:2], L)
+        colsT = np.swapaxes(cols.reshape(e - s, groups, rows // groups, L), -1, -2)
+        if per_example:                                      # gK_b = g_b · cols_bᵀ
+            np.matmul(g, colsT, out=gw[s:e])
+            return None
+        acc = np.matmul(g[0], colsT[0])                      # Σ_b g_b · cols_bᵀ, b in order
+        part = np.empty_like(acc)
+        for k in range(1, e - s):
+            np.matmul(g[k], colsT[k], out=part)
+            acc += part
+        return acc
+
+    partials = _run_chunks(B, _chunk_size(B, rows * L * dtype.itemsize), work)
+    if not per_example:
+        for acc in partials:                                 # chunks in batch order
+            gw[0] += acc
     return gw.reshape(weight_shape)
 
 
 def mix_experts(r, W):
-    r = np.ascontiguousarray(r)
-    B, E = r.shape
     dtype = np.result_type(r, W)
-    W2 = np.ascontiguousarray(W).reshape(E, -1).astype(dtype, copy=False)
-    out = np.empty((B, W2.shape[1]), dtype=dtype)
-    if out.size:
-        if E == 0:
-            out[...] = 0
-        else:
-            _mix_experts_kernel(r.astype(dtype, copy=False), W2, out)
+    r = np.ascontiguousarray(r, dtype=dtype)
+    B, E = r.shape
+    W2 = np.ascontiguousarray(W, dtype=dtype).reshape(E, -1)
+    out = np.zeros((B, W2.shape[1]), dtype=dtype)
+
+    def work(s, e):
+        _mix_experts_kernel(r[s:e], W2, out[s:e])
+    if out.size and E:
+        _run_chunks(B, _chunk_size(B), work)
     return out.reshape((B,) + W.shape[1:])
 
 
@@ -455,7 +537,7 @@ def mix_experts_backward(r, W, gK):
     E, B = W.shape[0], r.shape[0]
     gK_flat = np.ascontiguousarray(gK).reshape(B, -1)
     W_flat = np.ascontiguousarray(W).reshape(E, -1)
-    gr = gK_flat @ W_flat.T                          # gr_be = ⟨gK_b, W_e⟩
+    gr = gK_flat @ W_flat.T                                  # gr_be = ⟨gK_b, W_e⟩
     gW = (np.ascontiguousarray(r.T) @ gK_flat).reshape(W.shape)   # gW_e = Σ_b r_be gK_b
     return gr, gW
 
@@ -465,6 +547,7 @@ def mix_experts_backward(r, W, gK):
 def scatter_add_rows(shape, index, g):
     index = np.ascontiguousarray(index, dtype=np.int64).reshape(-1)
     n = shape[0] if len(shape) else 0
+    # The kernel indexes without bounds checks: a bad index must stop here.
     if index.size and (index.min() < 0 or index.max() >= n):
         raise ValueError(f"scatter_add_rows: index has values in [{index.min()}, "
                          f"{index.max()}]; expected 0 <= index < {n}")
