@@ -25,10 +25,12 @@ def as_dtype(dtype: Any, argument: str = "dtype") -> np.dtype:
     if isinstance(dtype, str) and dtype in _DTYPES:
         return _DTYPES[dtype]
     try:
-        d = np.dtype(dtype)
+        # np.dtype(None) is float64, so None is rejected before asking NumPy
+        d = None if dtype is None else np.dtype(dtype)
     except TypeError:
         d = None
-    if d not in (float32, float64):
+    # ``None in (float32, float64)`` is true (NumPy compares None as float64): test it first
+    if d is None or d not in (float32, float64):
         raise TypeError(f"{argument}={dtype!r} is not supported; expected float32 or float64")
     return d
 
