@@ -285,9 +285,9 @@ class Trainer:
                 sums["correct"] += correct
                 sums["seen"] += len(labels)
                 bar.update(1)
-                bar.set_postfix(loss=f"{sums['loss'] / sums['seen']:.3f}",
-                                acc=f"{sums['correct'] / sums['seen']:.3f}",
-                                img_s=f"{sums['seen'] / max(sums['seconds'], 1e-9):.0f}",
+                bar.set_postfix({"loss": f"{sums['loss'] / sums['seen']:.3f}",
+                                 "acc": f"{sums['correct'] / sums['seen']:.3f}",
+                                 "images/s": f"{sums['seen'] / max(sums['seconds'], 1e-9):.0f}"},
                                 refresh=False)
                 if stop.requested:
                     return False

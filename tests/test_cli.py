@@ -115,7 +115,13 @@ def test_readme_shows_the_main_commands():
 @pytest.mark.parametrize("command", _readme_commands() or ["minicond train"])
 def test_readme_commands_parse(command):
     """Every ``minicond`` command in the README is accepted by the parser as written."""
-    args = build_parser().parse_args(shlex.split(command)[1:])
+    argv = shlex.split(command)[1:]
+    if "--help" in argv:
+        with pytest.raises(SystemExit) as exit_info:
+            build_parser().parse_args(argv)
+        assert exit_info.value.code == 0
+        return
+    args = build_parser().parse_args(argv)
     assert args.func in (cli.run_train, cli.run_compare) or args.command == "explain"
 
 
