@@ -47,7 +47,7 @@ class Optimizer:
                             "single Tensor; pass [tensor] or module.parameters()")
         self.defaults = dict(defaults)
         self.param_groups: list[dict[str, Any]] = []
-        self.state: dict[Tensor, dict[str, Any]] = {}
+        self.state: dict[int, dict[str, Any]] = {}  # keyed by id(parameter)
         groups = list(params)
         if not groups:
             raise ValueError(f"{name}: got an empty parameter list")
@@ -108,7 +108,7 @@ class Optimizer:
                     raise ValueError(f"{type(self).__name__}: a gradient is {p.grad.dtype} on "
                                      f"{p.grad.backend.name!r} but its parameter is {p.dtype} "
                                      f"on {p.backend.name!r}")
-                self._update(p, grad, group, self.state.setdefault(p, {}))
+                self._update(p, grad, group, self.state.setdefault(id(p), {}))
 
     # --- checkpoints -----------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -125,10 +125,10 @@ class Optimizer:
         state = {}
         for group in self.param_groups:
             for p in group["params"]:
-                if p in self.state and self.state[p]:
+                if self.state.get(id(p)):
                     state[index[id(p)]] = {
                         k: (p.backend.to_numpy(v) if not isinstance(v, numbers.Number) else v)
-                        for k, v in self.state[p].items()}
+                        for k, v in self.state[id(p)].items()}
         return {"state": state, "param_groups": groups}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -149,7 +149,7 @@ class Optimizer:
                                  f"{len(saved['params'])} parameters; this optimizer's has "
                                  f"{len(group['params'])}")
             by_index.update(zip(saved["params"], group["params"], strict=True))
-        new_state: dict[Tensor, dict[str, Any]] = {}
+        new_state: dict[int, dict[str, Any]] = {}
         for i, entries in state_dict["state"].items():
             if int(i) not in by_index:
                 raise ValueError(f"{name}.load_state_dict: state for parameter {i}, which no "
@@ -165,7 +165,7 @@ class Optimizer:
                     raise ValueError(f"{name}.load_state_dict: state {key!r} of parameter {i} "
                                      f"has shape {arr.shape}; the parameter has {p.shape}")
                 restored[key] = p.backend.from_numpy(arr, p.dtype)
-            new_state[p] = restored
+            new_state[id(p)] = restored
         for saved, group in zip(groups, self.param_groups, strict=True):
             group.update({k: v for k, v in saved.items() if k != "params"})
         self.state = new_state

@@ -47,7 +47,8 @@ class MaxPool2d(Function):
 
     im2col pads with zeros, so where the window overlaps the padding the forward adds
     (valid − 1)·F_max (F_max the dtype's largest finite value): valid elements are unchanged
-    (+0) and padded ones become −F_max, which no finite input can lose to.
+    (+0) and padded ones become −F_max, which no finite input can lose to. (Only a dilated
+    window can lie wholly in the padding; it then yields −F_max where PyTorch yields −∞.)
     """
 
     @staticmethod
