@@ -115,7 +115,7 @@ def run_train(args: argparse.Namespace) -> int:
 
 def run_compare(args: argparse.Namespace) -> int:
     from .profile import count_macs
-    from .train import Trainer, TrainingError, train
+    from .train import TrainingError, train
 
     out = Path(args.out) if args.out else Path("runs") / f"compare-{args.dataset}"
     rows = []
@@ -127,12 +127,12 @@ def run_compare(args: argparse.Namespace) -> int:
             return _fail("compare", err)
         if result.status == "interrupted":
             return EXIT_INTERRUPTED
-        trainer = Trainer(config, log=lambda _: None)
-        macs = count_macs(trainer.model, trainer.data.image_shape).total
+        macs = count_macs(result.model, result.image_shape).total
         seconds = sum(h["seconds"] for h in result.history)
-        images = len(trainer.data.train_labels) * len(result.history)
+        images_per_second = sum(h["images_per_second"] * h["seconds"]
+                                for h in result.history) / max(seconds, 1e-9)
         rows.append((model, result.final["test_accuracy"], result.best_accuracy,
-                     result.parameters, macs, images / max(seconds, 1e-9)))
+                     result.parameters, macs, images_per_second))
     print()
     print(format_comparison(rows))
     return 0

@@ -89,6 +89,8 @@ class TrainResult:
     parameters: int = 0
     backend: str = ""
     out: Path = Path(".")
+    model: Module | None = None
+    image_shape: tuple[int, ...] = ()
 
     @property
     def final(self) -> dict[str, Any]:
@@ -391,4 +393,5 @@ def train(config: TrainConfig, resume: bool = False,
     return TrainResult(status=status, epoch=trainer.loader.epoch, history=trainer.history,
                        best_accuracy=max(trainer.best_accuracy, 0.0),
                        parameters=trainer.model.num_parameters(), backend=trainer.backend,
-                       out=trainer.out)
+                       out=trainer.out, model=trainer.model,
+                       image_shape=trainer.data.image_shape)
