@@ -80,6 +80,8 @@ def write_plots(model: Module, data: Dataset, history: list[dict[str, Any]], out
 
 
 def _curves(plt: Any, history: list[dict[str, Any]], path: Path) -> Path:
+    from matplotlib.ticker import MaxNLocator
+
     epochs = [h["epoch"] for h in history]
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(9, 3.5))
     ax_loss.plot(epochs, [h["train_loss"] for h in history], "o-", label="train")
@@ -89,6 +91,7 @@ def _curves(plt: Any, history: list[dict[str, Any]], path: Path) -> Path:
     ax_acc.plot(epochs, [h["test_accuracy"] for h in history], "s-", label="test")
     ax_acc.set(xlabel="epoch", ylabel="accuracy", title="accuracy", ylim=(0, 1.02))
     for ax in (ax_loss, ax_acc):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         ax.legend()
     fig.tight_layout()
