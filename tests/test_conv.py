@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as TF
+from helpers import compare_with_torch
 from hypothesis import given
 from hypothesis import strategies as st
+from strategies import conv_cases, fixture_settings, normal
 
 import minicond as mc
-from tests.helpers import compare_with_torch
-from tests.strategies import conv_cases, fixture_settings, normal
 
 # PyTorch notes that it copies the input for an even "same" kernel; that is its business.
 pytestmark = pytest.mark.filterwarnings("ignore:Using padding='same':UserWarning")

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from helpers import gradcheck
+from strategies import normal
 
 import minicond as mc
-from tests.helpers import gradcheck
-from tests.strategies import normal
 
 F = mc.functional
 

@@ -6,12 +6,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch.nn.functional as TF
+from helpers import compare_with_torch
 from hypothesis import given
 from hypothesis import strategies as st
+from strategies import fixture_settings, normal, pad_cases
 
 import minicond as mc
-from tests.helpers import compare_with_torch
-from tests.strategies import fixture_settings, normal, pad_cases
 
 TORCH_MODE = {"zeros": "constant", "reflect": "reflect", "replicate": "replicate",
               "circular": "circular"}

@@ -11,12 +11,12 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.nn.functional as TF
+from helpers import random_cotangent
 from hypothesis import given
 from hypothesis import strategies as st
+from strategies import conv_cases, fixture_settings, normal
 
 import minicond as mc
-from tests.helpers import random_cotangent
-from tests.strategies import conv_cases, fixture_settings, normal
 
 F = mc.functional
 TOL = dict(rtol=1e-9, atol=1e-10)
