@@ -369,12 +369,12 @@ def train(config: TrainConfig, resume: bool = False,
         log(f"resumed from {latest} at epoch {trainer.loader.epoch + 1}, batch "
             f"{trainer.loader.position + 1}")
     trainer.out.mkdir(parents=True, exist_ok=True)
-    log(f"training {config.model} ({trainer.model.num_parameters():,} parameters) on "
-        f"{config.dataset} ({len(trainer.data.train_labels)} train / "
-        f"{len(trainer.data.test_labels)} test images), backend {trainer.backend}, "
-        f"{config.epochs} epochs -> {trainer.out}")
     status = "finished"
     with _StopRequest() as stop:
+        log(f"training {config.model} ({trainer.model.num_parameters():,} parameters) on "
+            f"{config.dataset} ({len(trainer.data.train_labels)} train / "
+            f"{len(trainer.data.test_labels)} test images), backend {trainer.backend}, "
+            f"{config.epochs} epochs -> {trainer.out}")
         while trainer.loader.epoch < config.epochs:
             if not trainer.run_epoch(stop):
                 trainer.save("latest.ckpt")

@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import re
 import shlex
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from minicond import cli
+from minicond.checkpoint import load_checkpoint
 from minicond.cli import build_parser, main
 
 ROOT = Path(__file__).parents[1]
@@ -129,3 +132,24 @@ def test_console_script_is_declared():
     text = (ROOT / "pyproject.toml").read_text()
     assert 'minicond = "minicond.cli:main"' in text
     assert 'plot = ["matplotlib"]' in text and 'data = ["scikit-learn"]' in text
+
+
+def test_ctrl_c_in_a_real_process_saves_and_exits_130(tmp_path):
+    out = tmp_path / "run"
+    command = [sys.executable, "-m", "minicond", "train", "--epochs", "200", "--out", str(out),
+               "--no-plots", *TINY]
+    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    try:
+        first_line = process.stdout.readline()          # printed once Ctrl-C is handled
+        assert first_line.startswith("training condconv"), first_line
+        time.sleep(0.5)
+        process.send_signal(signal.SIGINT)
+        stdout, stderr = process.communicate(timeout=60)
+    finally:
+        process.kill()
+    assert process.returncode == 130, stderr
+    assert "Traceback" not in stderr
+    assert "interrupted: saved" in stdout and "--resume" in stdout
+    state = load_checkpoint(out / "latest.ckpt")
+    assert state["step"] >= 1
