@@ -1,0 +1,335 @@
+"""Every kernel of the table, on every compiled backend, agrees with the NumPy reference.
+
+Each test draws a configuration (convolutions and CondConv from ``strategies.conv_cases``),
+runs the same kernel call on ``numpy_ref`` and on the backend under test, and compares the
+results in float32 and float64. ``test_every_kernel_is_covered`` holds the list of kernels
+exercised here against ``table.KERNELS``, so a kernel added to the table without an agreement
+test fails the suite. Backends that cannot run here are skipped with their reason; the CUDA
+simulator gets tiny shapes (``size_limit``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from strategies import conv_cases, fixture_settings, pad_cases
+
+from conftest import SIMULATOR, backend_available
+from minicond.backends import BACKEND_NAMES, get_backend, numpy_ref
+from minicond.backends.table import KERNELS
+
+COVERED: set[str] = set()
+DTYPES = ("float32", "float64")
+
+
+def covers(*names: str):
+    """Record which kernels a test compares; checked against the table below."""
+    COVERED.update(names)
+    return lambda test: test
+
+
+def test_every_kernel_is_covered():
+    assert not set(KERNELS) - COVERED, f"kernels without an agreement test: " \
+                                       f"{sorted(set(KERNELS) - COVERED)}"
+    assert not COVERED - set(KERNELS), f"unknown kernels: {sorted(COVERED - set(KERNELS))}"
+
+
+@pytest.fixture(params=[n for n in BACKEND_NAMES if n != "numpy"])
+def other(request) -> str:
+    """A backend to hold against ``numpy_ref``; skipped, with the reason, if it cannot run."""
+    reason = backend_available(request.param)
+    if reason is not None:
+        pytest.skip(reason)
+    return request.param
+
+
+@pytest.fixture
+def limit(other) -> int:
+    """Largest drawn size and channel count: tiny in the CUDA simulator."""
+    return 4 if (other == "cuda" and SIMULATOR) else 8
+
+
+@pytest.fixture(params=DTYPES)
+def dtype(request) -> np.dtype:
+    return np.dtype(request.param)
+
+
+def tolerance(dtype: np.dtype) -> dict[str, float]:
+    return {"rtol": 1e-4, "atol": 1e-4} if dtype == np.float32 else {"rtol": 1e-10,
+                                                                    "atol": 1e-10}
+
+
+def agree(other: str, name: str, args: tuple, dtype: np.dtype, exact: bool = False) -> None:
+    """Call kernel ``name`` on numpy_ref and on ``other`` with the same arguments and compare.
+
+    Floating NumPy arrays in ``args`` are cast to ``dtype`` (and moved onto the backend for
+    ``other``); everything else (ints, tuples, int64 index arrays) passes through unchanged.
+    """
+    be = get_backend(other)
+
+    def host(a):
+        return a.astype(dtype) if isinstance(a, np.ndarray) and a.dtype.kind == "f" else a
+
+    def dev(a):
+        return be.from_numpy(host(a), dtype) if isinstance(a, np.ndarray) and \
+            a.dtype.kind == "f" else a
+
+    want = getattr(numpy_ref, name)(*map(host, args))
+    got = getattr(be, name)(*map(dev, args))
+    if not isinstance(want, tuple):
+        want, got = (want,), (got,)
+    assert len(got) == len(want), f"{name}: {len(got)} outputs, expected {len(want)}"
+    for k, (w, g) in enumerate(zip(want, got, strict=True)):
+        g = be.to_numpy(g)
+        assert g.shape == w.shape, f"{name} output {k}: shape {g.shape}, expected {w.shape}"
+        assert g.dtype == w.dtype, f"{name} output {k}: dtype {g.dtype}, expected {w.dtype}"
+        if exact:
+            np.testing.assert_array_equal(g, w, err_msg=f"{name} output {k}")
+        else:
+            np.testing.assert_allclose(g, w, err_msg=f"{name} output {k}",
+                                       **tolerance(dtype))
+
+
+def shapes(draw, limit: int, min_dims: int = 0, max_dims: int = 3) -> tuple[int, ...]:
+    return tuple(draw(st.lists(st.integers(1, limit), min_size=min_dims, max_size=max_dims)))
+
+
+# --- creation and transfer -----------------------------------------------------------------
+
+@covers("from_numpy", "to_numpy", "full", "astype")
+@fixture_settings
+@given(data=st.data())
+def test_creation_and_transfer(other, limit, dtype, data):
+    be = get_backend(other)
+    shape = shapes(data.draw, limit)
+    a = np.random.default_rng(data.draw(st.integers(0, 99))).standard_normal(shape)
+    agree(other, "to_numpy", (a,), dtype, exact=True)        # from_numpy, then to_numpy
+    value = data.draw(st.floats(-1e3, 1e3))
+    agree(other, "full", (shape, value, dtype), dtype, exact=True)
+    target = np.dtype(data.draw(st.sampled_from(DTYPES)))
+    agree(other, "astype", (a, target), dtype, exact=True)
+    # from_numpy also converts: a float64 array lands as ``dtype``
+    np.testing.assert_array_equal(be.to_numpy(be.from_numpy(a, dtype)), a.astype(dtype))
+
+
+@covers("dropout_mask")
+@fixture_settings
+@given(p=st.sampled_from([0.0, 0.2, 0.5, 0.9]), seed=st.integers(0, 2**31 - 1))
+def test_dropout_mask_contract(other, dtype, p, seed):
+    """Backends may draw with their own generator; all keep the contract: values 0 or
+    1/(1−p), the same seed gives the same mask, and about 1−p of the units are kept."""
+    be = get_backend(other)
+    shape = (40, 50)
+    mask = be.to_numpy(be.dropout_mask(shape, p, dtype, seed))
+    assert mask.shape == shape and mask.dtype == dtype
+    scale = dtype.type(1 / (1 - p))
+    assert np.all((mask == 0) | (mask == scale))
+    np.testing.assert_array_equal(be.to_numpy(be.dropout_mask(shape, p, dtype, seed)), mask)
+    kept = np.mean(mask != 0)
+    # 2000 Bernoulli(1−p) draws: 6 standard deviations is far beyond chance
+    assert abs(kept - (1 - p)) <= 6 * np.sqrt(p * (1 - p) / mask.size) + 1e-12
+
+
+# --- elementwise ---------------------------------------------------------------------------
+
+@st.composite
+def broadcast_pairs(draw, limit: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """Two shapes that broadcast: b drops leading axes of a and sets some axes to 1."""
+    a = shapes(draw, limit, 1, 4)
+    b = a[draw(st.integers(0, len(a))):]
+    b = tuple(1 if draw(st.booleans()) else n for n in b)
+    return (a, b) if draw(st.booleans()) else (b, a)
+
+
+@covers("add", "sub", "mul", "div", "gt", "eq")
+@fixture_settings
+@given(data=st.data())
+def test_binary_elementwise(other, limit, dtype, data):
+    sa, sb = data.draw(broadcast_pairs(limit))
+    rng = np.random.default_rng(data.draw(st.integers(0, 99)))
+    a, b = rng.standard_normal(sa), rng.standard_normal(sb)
+    for name in ("add", "sub", "mul"):
+        agree(other, name, (a, b), dtype)
+    agree(other, "div", (a, np.sign(b) * (np.abs(b) + 0.5)), dtype)
+    # equal values must occur for eq/gt to be tested: round to a coarse grid
+    a, b = np.round(a), np.round(b)
+    agree(other, "gt", (a, b), dtype, exact=True)
+    agree(other, "eq", (a, b), dtype, exact=True)
+
+
+@covers("neg", "exp", "log", "sqrt", "relu", "sigmoid", "power")
+@fixture_settings
+@given(data=st.data(), p=st.sampled_from([2.0, 3.0, 0.5, -1.0, 1.5]))
+def test_unary_elementwise(other, limit, dtype, data, p):
+    rng = np.random.default_rng(data.draw(st.integers(0, 99)))
+    a = 4 * rng.standard_normal(shapes(data.draw, limit, 0, 3))
+    a.flat[:1] = 0.0                                  # relu at its kink, sigmoid at 1/2
+    positive = np.abs(a) + 0.1
+    for name in ("neg", "exp", "relu", "sigmoid"):
+        agree(other, name, (a,), dtype)
+    agree(other, "sigmoid", (40 * a,), dtype)         # saturated on both sides
+    agree(other, "log", (positive,), dtype)
+    agree(other, "sqrt", (positive,), dtype)
+    agree(other, "power", (positive, p), dtype)
+
+
+# --- reductions and shape ----------------------------------------------------------------
+
+@covers("sum", "max", "argmax")
+@fixture_settings
+@given(data=st.data())
+def test_reductions(other, limit, dtype, data):
+    shape = shapes(data.draw, limit, 1, 4)
+    a = np.random.default_rng(data.draw(st.integers(0, 99))).standard_normal(shape)
+    axes = tuple(sorted(data.draw(st.sets(st.integers(0, len(shape) - 1), min_size=1))))
+    keepdims = data.draw(st.booleans())
+    agree(other, "sum", (a, axes, keepdims), dtype)
+    agree(other, "max", (a, axes, keepdims), dtype, exact=True)
+    agree(other, "argmax", (a, data.draw(st.integers(0, len(shape) - 1))), dtype, exact=True)
+
+
+@covers("reshape", "permute", "broadcast_to", "take_rows", "scatter_add_rows")
+@fixture_settings
+@given(data=st.data())
+def test_shape_kernels(other, limit, dtype, data):
+    shape = shapes(data.draw, limit, 1, 4)
+    rng = np.random.default_rng(data.draw(st.integers(0, 99)))
+    a = rng.standard_normal(shape)
+    agree(other, "reshape", (a, (-1,) + shape[len(shape) - 1:]), dtype, exact=True)
+    axes = tuple(data.draw(st.permutations(range(len(shape)))))
+    agree(other, "permute", (a, axes), dtype, exact=True)
+    target = (data.draw(st.integers(1, 3)),) + tuple(
+        data.draw(st.integers(1, 3)) if n == 1 else n for n in shape)
+    ones = tuple(1 if data.draw(st.booleans()) else n for n in shape)
+    agree(other, "broadcast_to", (rng.standard_normal(ones), target), dtype, exact=True)
+    index = np.array(data.draw(st.lists(st.integers(0, shape[0] - 1), min_size=1,
+                                        max_size=2 * limit)), dtype=np.int64)
+    agree(other, "take_rows", (a, index), dtype, exact=True)
+    g = rng.standard_normal((index.size,) + shape[1:])
+    agree(other, "scatter_add_rows", (shape, index, g), dtype)
+
+
+# --- linear algebra and activations ----------------------------------------------------------
+
+@covers("matmul", "softmax", "log_softmax", "softmax_backward", "log_softmax_backward")
+@fixture_settings
+@given(data=st.data())
+def test_matmul_and_softmax(other, limit, dtype, data):
+    rng = np.random.default_rng(data.draw(st.integers(0, 99)))
+    m, k, n = (data.draw(st.integers(1, limit)) for _ in range(3))
+    batch_a, batch_b = data.draw(broadcast_pairs(3)) if data.draw(st.booleans()) else ((), ())
+    agree(other, "matmul", (rng.standard_normal(batch_a + (m, k)),
+                            rng.standard_normal(batch_b + (k, n))), dtype)
+    shape = shapes(data.draw, limit, 1, 3)
+    axis = data.draw(st.integers(0, len(shape) - 1))
+    a = 5 * rng.standard_normal(shape)
+    gy = rng.standard_normal(shape)
+    agree(other, "softmax", (a, axis), dtype)
+    agree(other, "log_softmax", (a, axis), dtype)
+    y = numpy_ref.softmax(a, axis)
+    agree(other, "softmax_backward", (y, gy, axis), dtype)
+    agree(other, "log_softmax_backward", (numpy_ref.log_softmax(a, axis), gy, axis), dtype)
+
+
+# --- convolution family ------------------------------------------------------------------
+
+@covers("pad", "pad_backward")
+@fixture_settings
+@given(data=st.data())
+def test_padding(other, limit, dtype, data):
+    case = data.draw(pad_cases(size_limit=limit))
+    left, right, top, bottom = case.pad
+    pads = (top, bottom, left, right)
+    rng = np.random.default_rng(case.seed)
+    agree(other, "pad", (rng.standard_normal(case.x_shape), pads, case.mode), dtype)
+    agree(other, "pad_backward", (rng.standard_normal(case.out_shape), pads, case.mode), dtype)
+
+
+SYMMETRIC = ("int", "pair", "valid")   # kernels take (ph, pw); asymmetric pads go through pad
+
+
+def geometry(case):
+    """The kernel-level (kernel, stride, padding, dilation) of a symmetric conv case."""
+    def pair(v):
+        return (v, v) if isinstance(v, int) else tuple(v)
+
+    return case.kernel, pair(case.stride), (case.pads[0], case.pads[2]), pair(case.dilation)
+
+
+@covers("im2col", "col2im")
+@fixture_settings
+@given(data=st.data())
+def test_im2col_col2im(other, limit, dtype, data):
+    case = data.draw(conv_cases(size_limit=limit, padding_kinds=SYMMETRIC))
+    kernel, stride, padding, dilation = geometry(case)
+    rng = np.random.default_rng(case.seed)
+    x = rng.standard_normal(case.x_shape)
+    agree(other, "im2col", (x, kernel, stride, padding, dilation), dtype, exact=True)
+    cols = rng.standard_normal(numpy_ref.im2col(x, kernel, stride, padding, dilation).shape)
+    agree(other, "col2im", (cols, case.x_shape, kernel, stride, padding, dilation), dtype)
+
+
+@covers("conv2d_forward", "conv2d_backward_input", "conv2d_backward_weight")
+@fixture_settings
+@given(data=st.data(), per_example=st.booleans())
+def test_conv2d_kernels(other, limit, dtype, data, per_example):
+    """Shared weights [Cout, Cin/g, kh, kw] and CondConv's per-example [B, Cout, ...]."""
+    case = data.draw(conv_cases(size_limit=limit, padding_kinds=SYMMETRIC))
+    _, stride, padding, dilation = geometry(case)
+    rng = np.random.default_rng(case.seed)
+    x = rng.standard_normal(case.x_shape)
+    w_shape = ((case.batch,) if per_example else ()) + case.weight_shape
+    w = rng.standard_normal(w_shape)
+    gy = rng.standard_normal(case.out_shape)
+    conv = (stride, padding, dilation, case.groups)
+    agree(other, "conv2d_forward", (x, w) + conv, dtype)
+    agree(other, "conv2d_backward_input", (gy, w, case.x_shape) + conv, dtype)
+    agree(other, "conv2d_backward_weight", (x, gy, w_shape) + conv, dtype)
+
+
+@covers("mix_experts", "mix_experts_backward")
+@fixture_settings
+@given(data=st.data())
+def test_mix_experts(other, limit, dtype, data):
+    case = data.draw(conv_cases(size_limit=limit))
+    E = data.draw(st.integers(1, limit))
+    rng = np.random.default_rng(case.seed)
+    r = rng.random((case.batch, E))
+    W = rng.standard_normal((E,) + case.weight_shape)
+    gK = rng.standard_normal((case.batch,) + case.weight_shape)
+    agree(other, "mix_experts", (r, W), dtype)
+    agree(other, "mix_experts_backward", (r, W, gK), dtype)
+
+
+# --- determinism of the Numba CPU backend -------------------------------------------------
+
+@pytest.mark.skipif(backend_available("numba") is not None, reason="numba backend unavailable")
+@pytest.mark.parametrize("threads", [1, 3])
+def test_numba_results_do_not_depend_on_the_thread_count(monkeypatch, threads):
+    """Chunks depend on the shapes only and every sum has a fixed order, so the bits are the
+    same run to run and for any number of worker threads."""
+    import numba
+
+    be = get_backend("numba")
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((9, 6, 11, 10)).astype(np.float32)
+    K = rng.standard_normal((9, 4, 3, 3, 3)).astype(np.float32)
+    W = rng.standard_normal((4, 3, 3, 3)).astype(np.float32)
+    gy = rng.standard_normal((9, 4, 11, 10)).astype(np.float32)
+    conv = ((1, 1), (1, 1), (1, 1), 2)
+
+    def run():
+        return [be.conv2d_forward(x, K, *conv), be.conv2d_backward_input(gy, K, x.shape, *conv),
+                be.conv2d_backward_weight(x, gy, K.shape, *conv),
+                be.conv2d_backward_weight(x, gy, W.shape, *conv),
+                be.pad_backward(gy, (1, 2, 3, 0), "reflect")]
+
+    monkeypatch.setattr(numba.config, "NUMBA_NUM_THREADS", 2)
+    first, again = run(), run()
+    monkeypatch.setattr(numba.config, "NUMBA_NUM_THREADS", threads)
+    other_count = run()
+    for a, b, c in zip(first, again, other_count, strict=True):
+        assert a.tobytes() == b.tobytes()
+        assert a.tobytes() == c.tobytes()
