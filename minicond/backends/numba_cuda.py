@@ -29,9 +29,11 @@ one Python thread per CUDA thread, and small tiles still exercise every boundary
 from __future__ import annotations
 
 import builtins
+import contextlib
 import functools
 import math
 import sys
+import warnings
 from collections.abc import Callable
 
 import numpy as np
@@ -108,8 +110,33 @@ def _blocks(n: int) -> int:
     return _max(1, _min((n + THREADS - 1) // THREADS, MAX_BLOCKS))
 
 
+if SIMULATOR:
+    from numba.cuda.simulator.cudadrv.devicearray import FakeCUDAArray
+
+    class _SimulatedArray(FakeCUDAArray):
+        """A simulator device array whose host-side ``shape`` is a plain tuple, as a GPU
+        device array's is (the simulator's refuses negative indices everywhere, though only
+        kernel code must avoid them)."""
+
+        @property
+        def shape(self):
+            return self._ary.shape
+
+        def reshape(self, *args, **kwargs):
+            return _SimulatedArray(self._ary.reshape(*args, **kwargs))
+
+    def _device(host):
+        return _SimulatedArray(np.array(host, order="C"))
+else:
+    def _device(host):
+        return cuda.to_device(host)
+
+
 def _empty(shape, dtype):
-    return cuda.device_array(tuple(int(s) for s in shape), dtype=np.dtype(dtype))
+    shape = tuple(int(s) for s in shape)
+    if SIMULATOR:
+        return _SimulatedArray(np.empty(shape, dtype=np.dtype(dtype)))
+    return cuda.device_array(shape, dtype=np.dtype(dtype))
 
 
 def _flat(a):
@@ -153,6 +180,21 @@ def _broadcast_strides(in_shape, out_shape) -> list[int]:
     shape = (1,) * pad + tuple(in_shape)
     strides = _contiguous_strides(shape)
     return [0 if n == 1 else s for n, s in zip(shape, strides, strict=True)]
+
+
+_BUILT: list = []
+
+
+def _kernel(f):
+    """``cuda.jit`` for a kernel, remembered so that :func:`built_kernels` can list it."""
+    kern = cuda.jit(f)
+    _BUILT.append(kern)
+    return kern
+
+
+def built_kernels() -> list:
+    """Every kernel dispatcher built so far in this process (each compiles per signature)."""
+    return list(_BUILT)
 
 
 # --- device functions --------------------------------------------------------------------------
@@ -220,7 +262,7 @@ def _scalar_ops(dtype) -> dict[str, Callable]:
 # --- creation and transfer ---------------------------------------------------------------------
 
 def from_numpy(a, dtype):
-    return cuda.to_device(np.asarray(a, dtype=np.dtype(dtype), order="C"))
+    return _device(np.asarray(a, dtype=np.dtype(dtype), order="C"))
 
 
 def to_numpy(a):
@@ -229,7 +271,7 @@ def to_numpy(a):
 
 @functools.cache
 def _fill_kernel(dtype):
-    @cuda.jit
+    @_kernel
     def fill(out, value):
         for i in range(cuda.grid(1), out.shape[0], cuda.gridsize(1)):
             out[i] = value
@@ -246,7 +288,7 @@ def full(shape, value, dtype):
 
 @functools.cache
 def _cast_kernel(src, dst):
-    @cuda.jit
+    @_kernel
     def cast(out, a):
         for i in range(cuda.grid(1), out.shape[0], cuda.gridsize(1)):
             out[i] = a[i]
@@ -261,9 +303,10 @@ def astype(a, dtype):
     return out
 
 
-# Random states for dropout: a fixed count per mask size, so a seed gives the same mask on any
-# launch geometry (the simulator's included).
-DROPOUT_STATES = 1024
+# Random states for dropout: a fixed count (state s draws elements s, s + S, ...), so a seed
+# gives the same mask on any launch geometry, the simulator's included. The states are seeded
+# on the host (Numba's jump-ahead), so the count is kept small.
+DROPOUT_STATES = 64
 
 
 @functools.cache
@@ -272,7 +315,7 @@ def _dropout_kernel(dtype):
                else xoroshiro128p_uniform_float64)
     zero = np.dtype(dtype).type(0)
 
-    @cuda.jit
+    @_kernel
     def dropout(out, states, p, scale):
         # state s draws the elements s, s + S, s + 2S, ... in order
         n_states = states.shape[0]
@@ -282,16 +325,30 @@ def _dropout_kernel(dtype):
     return dropout
 
 
+@contextlib.contextmanager
+def _quiet_simulated_rng():
+    """In the simulator the generator runs as Python on NumPy uint64 scalars, whose intended
+    wrap-around NumPy reports as overflow, and Numba warns that its CPU seeding falls back to
+    object mode; both are expected there and silenced. On a GPU this does nothing."""
+    if not SIMULATOR:
+        yield
+        return
+    with warnings.catch_warnings(), np.errstate(over="ignore"):
+        warnings.simplefilter("ignore")
+        yield
+
+
 def dropout_mask(shape, p, dtype, seed):
     dt = np.dtype(dtype)
     out = _empty(shape, dt)
     n = int(out.size)
     if n:
         n_states = _min(n, DROPOUT_STATES)
-        states = create_xoroshiro128p_states(n_states, seed=int(seed) % (1 << 64))
         scale = 0.0 if p >= 1.0 else 1.0 / (1.0 - p)
-        _dropout_kernel(dt)[_blocks(n_states), THREADS](_flat(out), states, dt.type(p),
-                                                         dt.type(scale))
+        with _quiet_simulated_rng():
+            states = create_xoroshiro128p_states(n_states, seed=int(seed) % (1 << 64))
+            _dropout_kernel(dt)[_blocks(n_states), THREADS](_flat(out), states, dt.type(p),
+                                                             dt.type(scale))
     return out
 
 
@@ -301,7 +358,7 @@ def dropout_mask(shape, p, dtype, seed):
 def _map_kernel(op, dtype):
     f = _scalar_ops(dtype)[op]
 
-    @cuda.jit
+    @_kernel
     def map1(out, a):
         for i in range(cuda.grid(1), out.shape[0], cuda.gridsize(1)):
             out[i] = f(a[i])
@@ -312,7 +369,7 @@ def _map_kernel(op, dtype):
 def _power_kernel(dtype):
     f = _scalar_ops(dtype)["power"]
 
-    @cuda.jit
+    @_kernel
     def power_map(out, a, p):
         for i in range(cuda.grid(1), out.shape[0], cuda.gridsize(1)):
             out[i] = f(a[i], p)
@@ -324,7 +381,7 @@ def _zip_kernel(op, dtype):
     f = _scalar_ops(dtype)[op]
     offset = _offset_fn()
 
-    @cuda.jit
+    @_kernel
     def zip2(out, a, b, shape, sa, sb):
         """out[i] = f(a[offset_a(i)], b[offset_b(i)]): one thread per output element."""
         for i in range(cuda.grid(1), out.shape[0], cuda.gridsize(1)):
@@ -420,7 +477,7 @@ def _reduce_kernels(op, dtype):
     offset = _offset_fn()
     width = REDUCE_THREADS
 
-    @cuda.jit
+    @_kernel
     def reduce_thread(out, a, kshape, kstrides, rshape, rstrides, nred):
         """One thread per output: out[o] = ⊕_r a[base(o) + off(r)], r in order."""
         for o in range(cuda.grid(1), out.shape[0], cuda.gridsize(1)):
@@ -430,7 +487,7 @@ def _reduce_kernels(op, dtype):
                 acc = combine(acc, a[base + offset(r, rshape, rstrides)])
             out[o] = acc
 
-    @cuda.jit
+    @_kernel
     def reduce_block(out, a, kshape, kstrides, rshape, rstrides, nred):
         """One block per output: each thread folds a strided slice of r, then a shared-memory
         tree combines the block's partial results."""
@@ -496,7 +553,7 @@ def _axis_plan(shape, axis):
 
 @functools.cache
 def _argmax_kernel(dtype):
-    @cuda.jit
+    @_kernel
     def argmax_rows(out, a, n, inner):
         """One thread per output (outer, inner): the first index of the largest value (the
         first NaN if any, as NumPy)."""
@@ -537,7 +594,7 @@ def reshape(a, shape):
 def _gather_kernel(dtype):
     offset = _offset_fn()
 
-    @cuda.jit
+    @_kernel
     def gather(out, a, shape, strides):
         """out[i] = a[offset(i)]: permutation and broadcasting as one strided read."""
         for i in range(cuda.grid(1), out.shape[0], cuda.gridsize(1)):
@@ -567,7 +624,7 @@ def broadcast_to(a, shape):
 
 @functools.cache
 def _take_rows_kernel(dtype):
-    @cuda.jit
+    @_kernel
     def take(out, a, index, row):
         """One thread per output element: out[k, j] = a[index[k], j]."""
         for i in range(cuda.grid(1), out.shape[0], cuda.gridsize(1)):
@@ -578,7 +635,7 @@ def _take_rows_kernel(dtype):
 
 @functools.cache
 def _scatter_rows_kernel(dtype):
-    @cuda.jit
+    @_kernel
     def scatter(out, g, index, row):
         """One thread per element of g: out[index[k], j] += g[k, j] (atomic: rows repeat)."""
         for i in range(cuda.grid(1), g.shape[0], cuda.gridsize(1)):
@@ -745,7 +802,7 @@ def _gemm_kernel(kind, dtype):
     # +1 column: k-fast fills then write rows BM+1 apart, missing the same shared-memory bank
     A_TILE, B_TILE = (BK, BM + 1), (BK, BN + 1)
 
-    @cuda.jit
+    @_kernel
     def gemm(C, A, B, pa, pb, pc, M, N, K, splits, kchunk, a_kfast, b_nfast):
         """Block (x, y, z) computes the BM×BN tile (y, x) of product z // splits over the K
         range of split z % splits; thread (tx, ty) owns outputs (ty + i·NTM, tx + j·NTN)."""
@@ -870,7 +927,7 @@ def _softmax_kernels(dtype):
     zero = np.dtype(dtype).type(0)
     maximum = _scalar_ops(dtype)["maximum"]
 
-    @cuda.jit
+    @_kernel
     def softmax_rows(out, a, n, inner, log_form):
         """One thread per row (outer, inner) along the axis: max, Σ e^{a−max}, then write."""
         for o in range(cuda.grid(1), out.shape[0] // n, cuda.gridsize(1)):
@@ -890,7 +947,7 @@ def _softmax_kernels(dtype):
                 for k in range(n):
                     out[base + k * inner] = math.exp(a[base + k * inner] - m) / s
 
-    @cuda.jit
+    @_kernel
     def softmax_backward_rows(out, y, gy, n, inner, log_form):
         """One thread per row: softmax y(g − Σ g·y), log-softmax g − e^y Σ g."""
         for o in range(cuda.grid(1), out.shape[0] // n, cuda.gridsize(1)):
@@ -968,7 +1025,7 @@ def _pad_kernels(dtype):
     source = _pad_source_fn()
     zero = np.dtype(dtype).type(0)
 
-    @cuda.jit
+    @_kernel
     def pad_gather(out, x, H, W, top, left, Hp, Wp, mode):
         """One thread per padded pixel: out[p, i, j] = x[p, s_h(i), s_w(j)] or 0."""
         for t in range(cuda.grid(1), out.shape[0], cuda.gridsize(1)):
@@ -979,7 +1036,7 @@ def _pad_kernels(dtype):
             sw = source(rest - i * Wp, W, left, mode)
             out[t] = zero if (sh < 0 or sw < 0) else x[(plane * H + sh) * W + sw]
 
-    @cuda.jit
+    @_kernel
     def pad_backward_gather(out, g, H, W, top, left, Hp, Wp, mode):
         """One thread per input pixel (h, w): the sum of g over every padded (i, j) with
         s_h(i) = h and s_w(j) = w, in (i, j) order; the two axes are matched separately."""
@@ -1040,7 +1097,7 @@ def _geometry(kernel, stride, padding, dilation):
 def _im2col_kernels(dtype):
     zero = np.dtype(dtype).type(0)
 
-    @cuda.jit
+    @_kernel
     def im2col_gather(cols, x, C, H, W, Ho, Wo, geo):
         """One thread per column entry (b, (c, i, j), (oh, ow)): the pixel it reads, or 0."""
         kh, kw, sh, sw, ph, pw, dh, dw = geo
@@ -1062,7 +1119,7 @@ def _im2col_kernels(dtype):
             else:
                 cols[t] = x[((b * C + c) * H + h) * W + w]
 
-    @cuda.jit
+    @_kernel
     def col2im_gather(gx, cols, C, H, W, Ho, Wo, geo):
         """One thread per pixel (b, c, h, w): the sum of the column entries that read it, in
         (i, j) order; no two threads write one pixel."""
