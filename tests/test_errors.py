@@ -546,6 +546,27 @@ def test_condconv2d_forward_rejects_bad_inputs(kind, data):
         layer(x, r)
 
 
+@given(size=st.integers(1, 3), extra=st.integers(0, 2), mode=st.sampled_from(["reflect",
+                                                                               "circular"]))
+def test_module_padding_modes_reject_padding_larger_than_the_input(size, extra, mode):
+    """reflect needs padding < size and circular padding <= size, checked before any kernel."""
+    pad = size + extra + (0 if mode == "reflect" else 1)
+    x = mc.tensor(np.ones((1, 2, size, size + 4), np.float32))
+    for layer in (Conv2d(2, 2, 1, padding=pad, padding_mode=mode),
+                  CondConv2d(2, 2, 1, padding=pad, padding_mode=mode, num_experts=2).eval()):
+        with pytest.raises(ValueError, match=f"{mode} padding"):
+            layer(x)
+
+
+@given(cin=st.integers(1, 5).filter(lambda c: c != 2))
+def test_layers_reject_inputs_with_the_wrong_channel_count(cin):
+    x = mc.tensor(np.ones((1, cin, 4, 4), np.float32))
+    for layer in (Conv2d(2, 4, 3), CondConv2d(2, 4, 3, num_experts=2)):
+        with pytest.raises(ValueError, match="channels|in_features"):
+            layer(x)
+    with pytest.raises(ValueError, match="in_features"):
+        Linear(2, 3)(mc.tensor(np.ones((4, cin), np.float32)))
+
 @st.composite
 def router_cases(draw, kind):
     kwargs: dict[str, object] = dict(in_channels=3, num_experts=2)
