@@ -10,6 +10,14 @@ mkdir -p "$OUTDIR"
 cd "$(dirname "$0")/.."
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 export NUMBA_ENABLE_CUDASIM=0 MINICOND_CUDA_LARGE=1
+
+# numba-cuda 0.30 registers an overload for np.row_stack, which NumPy 2.5 removed; where that
+# pairing is installed, give NumPy the alias back (it was always np.vstack) before Numba loads.
+if ! python3 -c "import numpy; numpy.row_stack" 2>/dev/null; then
+  shim=$(mktemp -d)
+  printf 'import numpy\nnumpy.row_stack = numpy.vstack\n' > "$shim/sitecustomize.py"
+  export PYTHONPATH="$shim:$PYTHONPATH"
+fi
 status=0
 
 {
