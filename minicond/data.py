@@ -126,7 +126,7 @@ def make_shapes(num_images: int, image_size: int = 16, seed: int = 0) -> tuple[n
     return np.concatenate(chunks)[:, None], labels
 
 
-def load_shapes(train_size: int = 6000, test_size: int = 1200, image_size: int = 16,
+def load_shapes(train_size: int = 12000, test_size: int = 1200, image_size: int = 16,
                 seed: int = 0) -> Dataset:
     """The shapes dataset split into train and test sets drawn from disjoint seeds."""
     check_int("load_shapes", "train_size", train_size, 1)

@@ -38,6 +38,7 @@ from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .data import DATASETS, DataLoader, Dataset, load_dataset
 from .models import MODELS, build_model
 from .nn import Module
+from .optim import SGD, Adam, AdamW, CosineWarmup, Optimizer
 from .tensor import tensor
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
@@ -55,7 +56,7 @@ class TrainConfig:
     dataset: str = "shapes"
     experts: int = 4
     width: int = 16
-    epochs: int = 6
+    epochs: int = 10
     batch_size: int = 64
     lr: float = 0.01
     optimizer: str = "adamw"
@@ -64,7 +65,7 @@ class TrainConfig:
     backend: str | None = None
     seed: int = 0
     out: str = "runs/minicond"
-    train_size: int = 6000
+    train_size: int = 12000
     test_size: int = 1200
     image_size: int = 16
     plots: bool = True
@@ -110,16 +111,14 @@ def resolve_backend(name: str | None) -> str:
     return "numba"
 
 
-def build_optimizer(name: str, model: Module, lr: float, weight_decay: float) -> Any:
-    from . import optim
-
+def build_optimizer(name: str, model: Module, lr: float, weight_decay: float) -> Optimizer:
     if name == "sgd":
-        return optim.SGD(model.parameters(), lr=lr, momentum=0.9, nesterov=True,
+        return SGD(model.parameters(), lr=lr, momentum=0.9, nesterov=True,
                          weight_decay=weight_decay)
     if name == "adam":
-        return optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
+        return Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
     if name == "adamw":
-        return optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+        return AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     raise ValueError(f"build_optimizer: name={name!r} is not supported; expected one of "
                      f"{', '.join(map(repr, OPTIMIZERS))}")
 
@@ -173,7 +172,7 @@ def evaluate(model: Module, images: np.ndarray, labels: np.ndarray, backend: str
 class Trainer:
     """One run: the data, model, optimizer and loader of a config, and their checkpoints."""
 
-    def __init__(self, config: TrainConfig, log: Callable[[str], None] = print) -> None:
+    def __init__(self, config: TrainConfig) -> None:
         if config.model not in MODELS:
             raise ValueError(f"train: model={config.model!r}; expected one of {MODELS}")
         if config.dataset not in DATASETS:
@@ -182,7 +181,6 @@ class Trainer:
             raise ValueError(f"train: optimizer={config.optimizer!r}; expected one of "
                              f"{OPTIMIZERS}")
         self.config = config
-        self.log = log
         self.backend = resolve_backend(config.backend)
         self.out = Path(config.out)
         self.data: Dataset = _load_data(config)
@@ -194,8 +192,6 @@ class Trainer:
                                          config.weight_decay)
         self.loader = DataLoader(self.data.train_images, self.data.train_labels,
                                  config.batch_size, shuffle=True, seed=config.seed)
-        from .optim import CosineWarmup
-
         total = config.epochs * len(self.loader)
         self.schedule = CosineWarmup(self.optimizer, total_steps=total, warmup_steps=min(
             total - 1, int(round(config.warmup_epochs * len(self.loader)))))
@@ -359,7 +355,7 @@ def train(config: TrainConfig, resume: bool = False,
     status ``"interrupted"``. A non-finite loss raises :class:`TrainingError` and leaves the
     checkpoints of the last completed epoch untouched.
     """
-    trainer = Trainer(config, log)
+    trainer = Trainer(config)
     latest = trainer.out / "latest.ckpt"
     if resume:
         if not latest.exists():
