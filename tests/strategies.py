@@ -90,7 +90,9 @@ def _axis_sizes(draw: st.DrawFn, size_limit: int, kernel: int, stride: int, dila
         out = draw(st.integers(min_in, size_limit))
         return out, out
     span = dilation * (kernel - 1) + 1
-    candidates = [(ho, r) for ho in range(1, size_limit + 1) for r in range(stride)
+    # with padding the output may be longer than the input: up to size_limit + padding
+    candidates = [(ho, r) for ho in range(1, size_limit + before + after + 1)
+                  for r in range(stride)
                   if min_in <= (ho - 1) * stride + span + r - before - after <= size_limit]
     ho, r = draw(st.sampled_from(candidates))
     return (ho - 1) * stride + span + r - before - after, ho

@@ -15,28 +15,30 @@ import minicond as mc
 F = mc.functional
 
 # (x shape, weight shape, conv keyword arguments): stride, symmetric and asymmetric ("same"
-# with an even kernel) padding, dilation and groups. Sizes stay within the smallest
-# size_limit (4), so the same checks run unchanged in the CUDA simulator.
+# with an even kernel) padding, dilation and groups, each on the smallest tensors that show
+# it. Every element costs two forward passes, which in the CUDA simulator are slow.
 CONV_CONFIGS = {
-    "stride2-pad1": ((2, 2, 4, 4), (2, 2, 3, 3), dict(stride=2, padding=1)),
-    "same-even-kernel": ((1, 2, 3, 4), (2, 2, 2, 4), dict(padding="same")),
-    "same-dilated-even": ((1, 1, 4, 4), (2, 1, 2, 3), dict(padding="same", dilation=(3, 1))),
-    "groups-dilation": ((1, 4, 4, 4), (2, 2, 2, 2), dict(dilation=2, groups=2, padding=(1, 0))),
-    "per-axis": ((1, 2, 4, 4), (2, 2, 3, 2), dict(stride=(1, 2), padding=(0, 1),
+    "stride2-pad1": ((2, 1, 3, 3), (2, 1, 2, 2), dict(stride=2, padding=1)),
+    "same-even-kernel": ((1, 2, 2, 3), (1, 2, 2, 2), dict(padding="same")),
+    "same-dilated-even": ((1, 1, 3, 3), (1, 1, 2, 3), dict(padding="same", dilation=(3, 1))),
+    "groups-dilation": ((1, 2, 4, 3), (2, 1, 2, 2), dict(dilation=2, groups=2, padding=(1, 0))),
+    "per-axis": ((1, 1, 3, 4), (1, 1, 2, 2), dict(stride=(1, 2), padding=(0, 1),
                                                  dilation=(1, 2))),
     "valid": ((2, 1, 3, 3), (1, 1, 2, 2), dict(padding="valid")),
 }
 
 
-@pytest.mark.parametrize("bias", [True, False], ids=["bias", "no-bias"])
 @pytest.mark.parametrize("name", CONV_CONFIGS)
-def test_conv2d_gradcheck(backend, name, bias):
+def test_conv2d_gradcheck(backend, name):
+    """Gradients of x, the weight and the bias."""
     x_shape, w_shape, kw = CONV_CONFIGS[name]
-    inputs = normal(1, x_shape, w_shape, (w_shape[0],) if bias else None)
-    if bias:
-        gradcheck(lambda x, w, b: F.conv2d(x, w, b, **kw), inputs, backend=backend)
-    else:
-        gradcheck(lambda x, w: F.conv2d(x, w, **kw), inputs[:2], backend=backend)
+    gradcheck(lambda x, w, b: F.conv2d(x, w, b, **kw),
+              normal(1, x_shape, w_shape, (w_shape[0],)), backend=backend)
+
+
+def test_conv2d_without_bias_gradcheck(backend):
+    x_shape, w_shape, kw = CONV_CONFIGS["stride2-pad1"]
+    gradcheck(lambda x, w: F.conv2d(x, w, **kw), normal(1, x_shape, w_shape), backend=backend)
 
 
 @pytest.mark.parametrize("mode", F.PAD_MODES)
@@ -48,15 +50,16 @@ def test_pad_gradcheck(backend, mode):
 
 
 def test_mix_experts_gradcheck(backend):
-    gradcheck(F.mix_experts, normal(3, (2, 3), (3, 2, 1, 2, 2)), backend=backend)
+    gradcheck(F.mix_experts, normal(3, (2, 3), (3, 2, 1, 1, 2)), backend=backend)
 
 
-@pytest.mark.parametrize("bias", ["static", "mixed", "none"])
-@pytest.mark.parametrize("name", ["stride2-pad1", "same-even-kernel", "groups-dilation"])
+@pytest.mark.parametrize("name, bias", [
+    ("stride2-pad1", "static"), ("stride2-pad1", "mixed"), ("stride2-pad1", "none"),
+    ("same-even-kernel", "mixed"), ("groups-dilation", "static"), ("per-axis", "mixed")])
 def test_cond_conv2d_gradcheck(backend, name, bias):
     """Gradients of x, the routing weights, the experts and the bias ([Cout] or [E, Cout])."""
     x_shape, w_shape, kw = CONV_CONFIGS[name]
-    E, Cout = 3, w_shape[0]
+    E, Cout = 2, w_shape[0]
     bias_shape = {"static": (Cout,), "mixed": (E, Cout), "none": None}[bias]
     inputs = normal(4, x_shape, (x_shape[0], E), (E, *w_shape), bias_shape)
     if bias_shape is None:
@@ -75,12 +78,12 @@ def test_condconv_forward_gradcheck(backend, routing):
         r = F.sigmoid(z) if routing == "sigmoid" else F.softmax(z * (1 / 0.7), dim=1)
         return F.cond_conv2d(x, r, W, b, padding=1)
 
-    gradcheck(layer, normal(5, (2, 2, 4, 4), (3, 2), (3,), (3, 2, 2, 3, 3), (2,)),
+    gradcheck(layer, normal(5, (2, 2, 3, 3), (2, 2), (2,), (2, 1, 2, 2, 2), (1,)),
               backend=backend)
 
 
 def test_global_avg_pool2d_gradcheck(backend):
-    gradcheck(F.global_avg_pool2d, normal(6, (2, 3, 3, 4)), backend=backend)
+    gradcheck(F.global_avg_pool2d, normal(6, (2, 2, 2, 3)), backend=backend)
 
 
 @pytest.mark.parametrize("x_shape", [(3, 4), (2, 3, 4)], ids=["2d", "3d"])
@@ -96,7 +99,7 @@ def test_dropout_gradcheck(backend):
         mc.manual_seed(11)
         return F.dropout(x, 0.4, training=True)
 
-    (x,) = normal(9, (4, 6))
+    (x,) = normal(9, (2, 5))
     y = seeded_dropout(mc.tensor(x, dtype="float64", backend=backend)).numpy()
     kept = y != 0
     assert kept.any() and not kept.all(), "the mask should keep some entries and drop others"
