@@ -91,6 +91,8 @@ COLUMN_BUFFER_BYTES = 2 << 20
 # Work is cut into at least this many chunks (when there are that many items), whatever the
 # thread count, so that chunk boundaries, and with them every rounding, never depend on it.
 MIN_CHUNKS = 8
+# ... but no chunk smaller than this many operations (about 50-100 µs of work).
+MIN_CHUNK_COST = 1 << 17
 
 _PAD_MODES = ("zeros", "reflect", "replicate", "circular")
 
@@ -149,23 +151,32 @@ def _single_threaded_blas() -> Iterator[None]:
                 _BlasLimit.limiter = None
 
 
-def _chunk_size(n: int, per_item_bytes: int = 0) -> int:
-    """Items per chunk: at most :data:`COLUMN_BUFFER_BYTES` of scratch, at least
-    ``MIN_CHUNKS`` chunks when there are that many items. A function of the shapes only."""
-    size = math.ceil(n / MIN_CHUNKS)
-    if per_item_bytes:
-        size = builtins.min(size, COLUMN_BUFFER_BYTES // per_item_bytes)
-    return builtins.max(1, size)
+def _chunk_size(n: int, item_cost: int, item_bytes: int) -> int:
+    """Items per chunk, from the shapes alone (never the thread count): about ``n/MIN_CHUNKS``
+    items, but at least ``MIN_CHUNK_COST`` operations' worth (a chunk must outweigh the cost
+    of handing it to a thread) and at most ``COLUMN_BUFFER_BYTES`` of scratch."""
+    size = builtins.max(math.ceil(n / MIN_CHUNKS),
+                        math.ceil(MIN_CHUNK_COST / builtins.max(item_cost, 1)))
+    if item_bytes:
+        size = builtins.min(size, COLUMN_BUFFER_BYTES // item_bytes)
+    return builtins.max(1, builtins.min(n, size))
 
 
-def _run_chunks(n: int, size: int, work: Callable[[int, int], object]) -> list:
-    """``[work(start, stop)]`` over consecutive blocks of ``size`` of ``range(n)``, in order,
-    computed on the worker threads."""
+def _run_chunks(n: int, work: Callable[[int, int], object], item_cost: int,
+                item_bytes: int = 0) -> list:
+    """``[work(start, stop)]`` over consecutive blocks of ``range(n)``, in order; the blocks
+    run on the worker threads when there are several. ``item_cost`` is a rough operation
+    count per item (element copies or multiply-adds), ``item_bytes`` its scratch size."""
+    size = _chunk_size(n, item_cost, item_bytes)
     bounds = [(s, builtins.min(n, s + size)) for s in range(0, n, size)]
     workers = builtins.min(num_threads(), len(bounds))
-    if workers <= 1 or ThreadpoolController is None:
+    if ThreadpoolController is None:
         return [work(s, e) for s, e in bounds]
+    # single-threaded BLAS even on one worker: the same products, so the same bits, for any
+    # thread count
     with _single_threaded_blas():
+        if workers <= 1:
+            return [work(s, e) for s, e in bounds]
         return list(_executor(num_threads()).map(lambda be: work(*be), bounds))
 
 
@@ -353,7 +364,7 @@ def _planes(kernel, src, src_h, src_w, out):
     def work(s, e):
         kernel(src[s:e], src_h, src_w, out[s:e])
     if out.size:
-        _run_chunks(out.shape[0], _chunk_size(out.shape[0]), work)
+        _run_chunks(out.shape[0], work, out.shape[1] * out.shape[2])
 
 
 def pad(x, pads, mode):
@@ -405,7 +416,7 @@ def im2col(x, kernel, stride, padding, dilation):
     def work(s, e):
         _im2col_kernel(x[s:e], cols[s:e], *geo)
     if cols.size:
-        _run_chunks(B, _chunk_size(B), work)
+        _run_chunks(B, work, cols.shape[1] * cols.shape[2])
     return cols
 
 
@@ -419,7 +430,7 @@ def col2im(cols, x_shape, kernel, stride, padding, dilation):
     def work(s, e):
         _col2im_kernel(cols[s:e], gx[s:e], *geo)
     if gx.size and cols.size:
-        _run_chunks(B, _chunk_size(B), work)
+        _run_chunks(B, work, cols.shape[1] * cols.shape[2])
     return gx
 
 
@@ -453,7 +464,7 @@ def conv2d_forward(x, weight, stride, padding, dilation, groups):
                   cols.reshape(e - s, groups, rows // groups, L),
                   out=y[s:e].reshape(e - s, groups, Cout // groups, L))
     if y.size and rows:
-        _run_chunks(B, _chunk_size(B, rows * L * dtype.itemsize), work)
+        _run_chunks(B, work, (Cout // groups + 1) * rows * L, rows * L * dtype.itemsize)
     return y
 
 
@@ -477,7 +488,7 @@ def conv2d_backward_input(gy, weight, x_shape, stride, padding, dilation, groups
                   out=gcols.reshape(e - s, groups, rows // groups, L))
         _col2im_kernel(gcols, gx[s:e], *geo)
     if gx.size and rows and L:
-        _run_chunks(B, _chunk_size(B, rows * L * dtype.itemsize), work)
+        _run_chunks(B, work, (Cout // groups + 1) * rows * L, rows * L * dtype.itemsize)
     return gx
 
 
@@ -512,7 +523,7 @@ def conv2d_backward_weight(x, gy, weight_shape, stride, padding, dilation, group
             acc += part
         return acc
 
-    partials = _run_chunks(B, _chunk_size(B, rows * L * dtype.itemsize), work)
+    partials = _run_chunks(B, work, (Cout // groups + 1) * rows * L, rows * L * dtype.itemsize)
     if not per_example:
         for acc in partials:                                 # chunks in batch order
             gw[0] += acc
@@ -529,7 +540,7 @@ def mix_experts(r, W):
     def work(s, e):
         _mix_experts_kernel(r[s:e], W2, out[s:e])
     if out.size and E:
-        _run_chunks(B, _chunk_size(B), work)
+        _run_chunks(B, work, E * W2.shape[1])
     return out.reshape((B,) + W.shape[1:])
 
 
