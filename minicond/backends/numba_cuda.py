@@ -47,7 +47,7 @@ try:
     from numba import types as _nbt
     from numba.cuda.random import (
         create_xoroshiro128p_states,
-        xoroshiro128p_uniform_float32,
+        xoroshiro128p_next,
         xoroshiro128p_uniform_float64,
     )
     from numba.np.numpy_support import from_dtype as _from_dtype
@@ -311,9 +311,18 @@ DROPOUT_STATES = 64
 
 @functools.cache
 def _dropout_kernel(dtype):
-    uniform = (xoroshiro128p_uniform_float32 if np.dtype(dtype) == np.float32
-               else xoroshiro128p_uniform_float64)
-    zero = np.dtype(dtype).type(0)
+    dt = np.dtype(dtype)
+    zero = dt.type(0)
+    if dt == np.float32:
+        # Numba's float32 uniform goes through float64; the top 24 bits of the 64-bit draw
+        # give the same kind of number, k·2⁻²⁴ in [0, 1), in float32 arithmetic alone.
+        shift, unit = np.uint64(40), np.float32(2.0 ** -24)
+
+        @cuda.jit(device=True, inline=True)
+        def uniform(states, s):
+            return np.float32(xoroshiro128p_next(states, s) >> shift) * unit
+    else:
+        uniform = xoroshiro128p_uniform_float64
 
     @_kernel
     def dropout(out, states, p, scale):
