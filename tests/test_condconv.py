@@ -149,6 +149,7 @@ def compare_modules(ref, mine, case: ConvCase, backend: str, routing_weights=Non
         rt = torch.tensor(routing_weights, requires_grad=True)
         rm = mc.tensor(routing_weights, dtype="float64", requires_grad=True, backend=backend)
     yt, ym = ref(xt, rt), mine(xm, rm)
+    assert ym.shape == case.out_shape
     np.testing.assert_allclose(ym.numpy(), yt.detach().numpy(), rtol=1e-9, atol=1e-9,
                                err_msg="output differs from the reference")
     c = random_cotangent(tuple(yt.shape))
@@ -200,7 +201,7 @@ def test_cond_conv2d_fixed_configurations_match_torch(backend, kw, bias):
     """Cases a draw may miss: "same" with an even kernel (one more pad at the bottom/right)
     and every argument at once."""
     E, groups = 3, kw.get("groups", 1)
-    x, r, W, b = normal(41, (3, 4, 5, 4), (3, E), (E, 2, 4 // groups, 2, 4),
+    x, r, W, b = normal(41, (2, 4, 4, 4), (2, E), (E, 2, 4 // groups, 2, 4),
                         (2,) if bias == "static" else (E, 2))
     compare_with_torch(
         lambda x, r, W, b: mc.functional.cond_conv2d(x, r, W, b, **kw),
@@ -223,15 +224,17 @@ def test_condconv_module_matches_reference(backend, size_limit, data):
 
 
 @pytest.mark.parametrize("mode", PAD_MODES)
-@pytest.mark.parametrize("padding", [1, (2, 1), "same"])
-def test_condconv_module_padding_modes(backend, mode, padding):
+@pytest.mark.parametrize("padding, kernel, stride, pads, out_size", [
+    (1, (3, 3), 2, (1, 1, 1, 1), (2, 2)),
+    ((2, 1), (3, 3), 2, (2, 2, 1, 1), (3, 2)),
+    ("same", (2, 3), 1, (0, 1, 1, 1), (4, 4)),
+], ids=["int", "pair", "same-even"])
+def test_condconv_module_padding_modes(backend, mode, padding, kernel, stride, pads,
+                                       out_size):
     """Every padding mode with symmetric, per-axis and "same" (asymmetric, even kernel)
     padding; stride 2 where "same" allows it."""
-    kernel = (2, 3) if padding == "same" else (3, 3)
-    stride = 1 if padding == "same" else 2
-    pads = (0, 1, 1, 1) if padding == "same" else (0, 0, 0, 0)
-    case = ConvCase(batch=3, in_channels=4, out_channels=4, groups=2, in_size=(5, 6),
-                    out_size=(0, 0), kernel=kernel, stride=stride, dilation=1,
+    case = ConvCase(batch=2, in_channels=4, out_channels=2, groups=2, in_size=(4, 4),
+                    out_size=out_size, kernel=kernel, stride=stride, dilation=1,
                     padding=padding, pads=pads, bias=True, seed=21)
     ref, mine = build_pair(case, 3, backend, padding_mode=mode)
     compare_modules(ref, mine, case, backend)
@@ -268,7 +271,7 @@ def test_condconv_expert_bias_matches_reference(backend, size_limit, data):
 def test_condconv_module_with_given_routing_weights(backend, expert_bias):
     """forward(x, routing_weights=r) uses r and leaves the router out of the graph."""
     case = ConvCase(batch=2, in_channels=3, out_channels=2, groups=1, in_size=(5, 4),
-                    out_size=(0, 0), kernel=(3, 2), stride=1, dilation=(2, 1), padding=(1, 0),
+                    out_size=(3, 3), kernel=(3, 2), stride=1, dilation=(2, 1), padding=(1, 0),
                     pads=(1, 1, 0, 0), bias=True, seed=33)
     ref, mine = build_pair(case, 4, backend, padding_mode="reflect", expert_bias=expert_bias)
     (r,) = normal(34, (2, 4))
