@@ -3,6 +3,7 @@ and the commands the README shows."""
 
 from __future__ import annotations
 
+import builtins
 import re
 import shlex
 import signal
@@ -153,3 +154,24 @@ def test_ctrl_c_in_a_real_process_saves_and_exits_130(tmp_path):
     assert "interrupted: saved" in stdout and "--resume" in stdout
     state = load_checkpoint(out / "latest.ckpt")
     assert state["step"] >= 1
+
+
+def test_digits_dataset(tmp_path, capsys):
+    pytest.importorskip("sklearn")
+    assert main(["train", "--dataset", "digits", "--epochs", "1", "--out", str(tmp_path),
+                 "--no-plots", "--width", "4", "--backend", "numpy", "--no-progress"]) == 0
+    assert "on digits (1438 train / 359 test images)" in capsys.readouterr().out
+
+
+def test_digits_without_scikit_learn_exits_1_saying_what_to_install(tmp_path, monkeypatch,
+                                                                    capsys):
+    real_import = builtins.__import__
+
+    def no_sklearn(name, *args, **kwargs):
+        if name.startswith("sklearn"):
+            raise ImportError("No module named 'sklearn'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_sklearn)
+    assert main(["train", "--dataset", "digits", "--out", str(tmp_path), *TINY]) == 1
+    assert 'needs scikit-learn' in capsys.readouterr().err
