@@ -375,8 +375,8 @@ def train(config: TrainConfig, resume: bool = False,
             if not trainer.run_epoch(stop):
                 trainer.save("latest.ckpt")
                 log(f"interrupted: saved {latest} at epoch {trainer.loader.epoch + 1}, batch "
-                    f"{trainer.loader.position}; continue with: minicond train --resume "
-                    f"--out {trainer.out}")
+                    f"{trainer.loader.position}; to continue, run the same command with "
+                    "--resume")
                 status = "interrupted"
                 break
             log(_format_epoch(trainer.finish_epoch(), config.epochs))
