@@ -73,15 +73,15 @@ from .table import conv_output_size
 try:
     import numba
     from numba import njit
-except ImportError as err:  # pragma: no cover - numba is a dependency; this is the fallback
+    from threadpoolctl import ThreadpoolController
+except ImportError as err:  # pragma: no cover - both are dependencies; this is the fallback
     _IMPORT_ERROR: ImportError | None = err
+
+    def njit(*args, **kwargs):
+        """Leave functions uncompiled so the module imports and check_available can report."""
+        return lambda function: function
 else:
     _IMPORT_ERROR = None
-
-try:
-    from threadpoolctl import ThreadpoolController
-except ImportError:  # pragma: no cover - without it, chunks run one after another
-    ThreadpoolController = None
 
 name = "numba"
 
@@ -99,7 +99,8 @@ _PAD_MODES = ("zeros", "reflect", "replicate", "circular")
 
 def check_available() -> None:
     if _IMPORT_ERROR is not None:
-        raise BackendUnavailableError(f"backend 'numba' needs numba: {_IMPORT_ERROR}")
+        raise BackendUnavailableError(
+            f"backend 'numba' needs numba and threadpoolctl: {_IMPORT_ERROR}")
 
 
 # --- the worker pool -----------------------------------------------------------------------------
@@ -170,8 +171,6 @@ def _run_chunks(n: int, work: Callable[[int, int], object], item_cost: int,
     size = _chunk_size(n, item_cost, item_bytes)
     bounds = [(s, builtins.min(n, s + size)) for s in range(0, n, size)]
     workers = builtins.min(num_threads(), len(bounds))
-    if ThreadpoolController is None:
-        return [work(s, e) for s, e in bounds]
     # single-threaded BLAS even on one worker: the same products, so the same bits, for any
     # thread count
     with _single_threaded_blas():
@@ -548,8 +547,12 @@ def mix_experts_backward(r, W, gK):
     E, B = W.shape[0], r.shape[0]
     gK_flat = np.ascontiguousarray(gK).reshape(B, -1)
     W_flat = np.ascontiguousarray(W).reshape(E, -1)
-    gr = gK_flat @ W_flat.T                                  # gr_be = ⟨gK_b, W_e⟩
-    gW = (np.ascontiguousarray(r.T) @ gK_flat).reshape(W.shape)   # gW_e = Σ_b r_be gK_b
+    rT = np.ascontiguousarray(r.T)
+    # Thin products (one side has only B or E rows): threads cost more than they save, and
+    # one thread keeps the bits independent of the thread count.
+    with _single_threaded_blas():
+        gr = gK_flat @ W_flat.T                              # gr_be = ⟨gK_b, W_e⟩
+        gW = (rT @ gK_flat).reshape(W.shape)                 # gW_e = Σ_b r_be gK_b
     return gr, gW
 
 
