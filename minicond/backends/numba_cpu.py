@@ -238,12 +238,11 @@ def _im2col_kernel(x, cols, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo):
                             continue
                         src = x[b, c, ih]
                         dst[base:base + lo] = 0
-                        if sw == 1:
-                            if hi > lo:
-                                dst[base + lo:base + hi] = src[lo + col0:hi + col0]
-                        else:
-                            for ow in range(lo, hi):
-                                dst[base + ow] = src[ow * sw + col0]
+                        # non-negative offsets into 1-D views: the loop vectorises
+                        d = dst[base + lo:base + hi]
+                        v = src[lo * sw + col0:]
+                        for k in range(hi - lo):
+                            d[k] = v[k * sw]
                         dst[base + hi:base + Wo] = 0
 
 
@@ -269,11 +268,11 @@ def _col2im_kernel(cols, gx, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo):
                             continue
                         dst = plane[ih]
                         base = oh * Wo
-                        if sw == 1:
-                            dst[lo + col0:hi + col0] += src[base + lo:base + hi]
-                        else:
-                            for ow in range(lo, hi):
-                                dst[ow * sw + col0] += src[base + ow]
+                        # unit-stride, non-negative offsets into 1-D views: the loop vectorises
+                        d = dst[lo * sw + col0:]
+                        v = src[base + lo:base + hi]
+                        for k in range(hi - lo):
+                            d[k * sw] += v[k]
 
 
 @njit(cache=True, nogil=True)
