@@ -74,10 +74,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--memory-probe", nargs=5, metavar=("VARIANT", "B", "C", "HW", "E"),
                    help=argparse.SUPPRESS)     # internal: one memory measurement, as JSON
     args = p.parse_args(argv)
+    if (args.repeats is not None and args.repeats < 1) or args.threads < 1:
+        p.error("--repeats and --threads must be >= 1")
+    if args.backend == "cuda":      # the CUDA benchmark has its own defaults
+        return args
     if args.repeats is None:
         args.repeats = 3 if args.quick else 7
-    if args.repeats < 1 or args.threads < 1:
-        p.error("--repeats and --threads must be >= 1")
     if args.configs is None:
         args.configs = QUICK_CONFIGS if args.quick else MAIN_CONFIGS + [
             c for c in EXPERT_SWEEP if c not in MAIN_CONFIGS]
@@ -357,7 +359,8 @@ def run_cuda_bench(args: argparse.Namespace) -> int:
     sys.path.insert(0, str(here))
     from _cuda_bench import run_cuda
 
-    return run_cuda(args)
+    run_cuda(args)
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
