@@ -51,6 +51,30 @@ def size_limit(backend) -> int:
     return 4 if (backend == "cuda" and SIMULATOR) else 8
 
 
+SIMULATOR_EXAMPLES = 8
+
+
+@pytest.fixture(autouse=True)
+def _fewer_examples_in_simulator(request):
+    """Cap hypothesis examples for cuda runs in the simulator, which executes every CUDA
+    thread as a Python thread. The same tests run in full on the CPU backends and on a GPU.
+
+    Hypothesis reads a test's settings when the test is called, so swapping them for the
+    duration of this one parametrisation leaves the other backends' runs untouched."""
+    callspec = getattr(request.node, "callspec", None)
+    fn = request.function
+    current = getattr(fn, "_hypothesis_internal_use_settings", None)
+    if not (SIMULATOR and callspec is not None and callspec.params.get("backend") == "cuda"
+            and current is not None and current.max_examples > SIMULATOR_EXAMPLES):
+        yield
+        return
+    fn._hypothesis_internal_use_settings = settings(current, max_examples=SIMULATOR_EXAMPLES)
+    try:
+        yield
+    finally:
+        fn._hypothesis_internal_use_settings = current
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     mc.manual_seed(0)

@@ -7,16 +7,15 @@ import numpy as np
 import pytest
 import torch
 from helpers import compare_with_torch, random_cotangent
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import mutually_broadcastable_shapes
+from strategies import fixture_settings
 
 import minicond as mc
 import minicond.functional as F
 
 # The backend fixture is function-scoped but constant for a test's examples.
-FIXTURES = settings(suppress_health_check=[HealthCheck.function_scoped_fixture,
-                                           HealthCheck.too_slow, HealthCheck.data_too_large])
 
 
 def rand(shape, seed=0, low=-1.0, high=1.0):
@@ -78,7 +77,7 @@ def test_tensor_used_twice_adds_its_gradients(backend):
     np.testing.assert_allclose(x.grad.numpy(), 2 * a + 1, rtol=1e-12)
 
 
-@FIXTURES
+@fixture_settings
 @given(seed=st.integers(0, 2**16))
 def test_diamond_graph_matches_torch(backend, seed):
     """x → a → (b, c) → d: the gradient of a is the sum over both paths."""
@@ -153,7 +152,7 @@ def test_requires_grad_underscore_on_non_leaf_raises(backend):
 
 # --- backward's arguments ---------------------------------------------------------------------
 
-@FIXTURES
+@fixture_settings
 @given(shape=st.lists(st.integers(1, 4), min_size=1, max_size=3).filter(
     lambda s: int(np.prod(s)) > 1))
 def test_non_scalar_backward_without_grad_raises(backend, shape):
@@ -168,7 +167,7 @@ def test_one_element_backward_without_grad_is_allowed(backend):
     np.testing.assert_array_equal(x.grad.numpy(), [[5.0]])
 
 
-@FIXTURES
+@fixture_settings
 @given(data=st.data())
 def test_backward_with_wrong_grad_shape_raises(backend, data):
     shape = tuple(data.draw(st.lists(st.integers(1, 4), min_size=1, max_size=3)))
@@ -215,7 +214,7 @@ def test_unbroadcast_fixed_shapes_match_torch(backend, op, shapes):
     compare_with_torch(BINARY[op], BINARY[op], [a, b], backend, rtol=1e-10, atol=1e-12)
 
 
-@FIXTURES
+@fixture_settings
 @given(op=st.sampled_from(sorted(BINARY)),
        shapes=mutually_broadcastable_shapes(num_shapes=2, min_dims=0, max_dims=4, max_side=3),
        seed=st.integers(0, 2**16))

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from strategies import fixture_settings
 
 from minicond.explain import (
     Agreement,
@@ -20,7 +21,6 @@ from minicond.explain import (
     main,
     register,
 )
-from tests.strategies import fixture_settings
 
 FORWARD = ["global average pool", "routing logits", "routing weights", "mixed kernel",
            "convolution as im2col + GEMM", "loss"]

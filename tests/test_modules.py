@@ -9,14 +9,12 @@ import numpy as np
 import pytest
 import torch
 from helpers import random_cotangent
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
+from strategies import fixture_settings
 
 import minicond as mc
 from minicond.nn import CondConv2d, Conv2d, Dropout, Linear, Module, Parameter, Router
-
-FIXTURES = settings(suppress_health_check=[HealthCheck.function_scoped_fixture,
-                                           HealthCheck.too_slow, HealthCheck.data_too_large])
 
 
 def inputs(shape, seed=0, dtype="float64", backend=None, requires_grad=False):
@@ -291,7 +289,7 @@ def compare_module(mc_layer, th_layer, x_np, backend):
                                    atol=1e-12, err_msg=f"gradient of {name}")
 
 
-@FIXTURES
+@fixture_settings
 @given(data=st.data(), seed=st.integers(0, 2**16))
 def test_linear_module_matches_torch(backend, size_limit, data, seed):
     n_in, n_out = data.draw(st.integers(1, size_limit)), data.draw(st.integers(1, size_limit))
@@ -302,7 +300,7 @@ def test_linear_module_matches_torch(backend, size_limit, data, seed):
                    np.random.default_rng(seed).standard_normal(lead + (n_in,)), backend)
 
 
-@FIXTURES
+@fixture_settings
 @given(data=st.data(), seed=st.integers(0, 2**16))
 def test_conv2d_module_matches_torch(backend, size_limit, data, seed):
     g = data.draw(st.integers(1, 2))

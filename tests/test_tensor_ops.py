@@ -9,15 +9,14 @@ import numpy as np
 import pytest
 import torch
 from helpers import compare_with_torch, gradcheck
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import array_shapes, mutually_broadcastable_shapes
+from strategies import fixture_settings
 
 import minicond as mc
 
 # The backend fixtures are function-scoped but constant for a test's examples.
-FIXTURES = settings(suppress_health_check=[HealthCheck.function_scoped_fixture,
-                                           HealthCheck.too_slow, HealthCheck.data_too_large])
 
 
 def side(size_limit: int) -> int:
@@ -64,7 +63,7 @@ BINARY = {
 }
 
 
-@FIXTURES
+@fixture_settings
 @given(op=st.sampled_from(sorted(BINARY)), seed=seeds, data=st.data())
 def test_binary_ops(backend, size_limit, op, seed, data):
     bs = data.draw(mutually_broadcastable_shapes(num_shapes=2, min_dims=0, max_dims=3,
@@ -74,14 +73,14 @@ def test_binary_ops(backend, size_limit, op, seed, data):
           backend)
 
 
-@FIXTURES
+@fixture_settings
 @given(seed=seeds, data=st.data())
 def test_neg(backend, size_limit, seed, data):
     shape = data.draw(shapes(size_limit, min_dims=0))
     check(lambda a: -a, lambda a: -a, [values(shape, seed)], backend)
 
 
-@FIXTURES
+@fixture_settings
 @given(p=st.sampled_from([2, 3, -1, 0, 0.5, 1.5, -2.5]), seed=seeds, data=st.data())
 def test_scalar_power(backend, size_limit, p, seed, data):
     shape = data.draw(shapes(size_limit))
@@ -92,14 +91,14 @@ def test_scalar_power(backend, size_limit, p, seed, data):
     check(lambda x: x ** p, lambda x: x ** p, [a], backend)
 
 
-@FIXTURES
+@fixture_settings
 @given(seed=seeds, data=st.data())
 def test_exp(backend, size_limit, seed, data):
     shape = data.draw(shapes(size_limit))
     check(lambda x: x.exp(), torch.exp, [values(shape, seed, -2.0, 2.0)], backend)
 
 
-@FIXTURES
+@fixture_settings
 @given(seed=seeds, data=st.data())
 def test_log(backend, size_limit, seed, data):
     shape = data.draw(shapes(size_limit))
@@ -124,7 +123,7 @@ def torch_dim(dim, ndim):
     return tuple(range(ndim)) if dim is None else dim
 
 
-@FIXTURES
+@fixture_settings
 @given(op=st.sampled_from(["sum", "mean"]), keepdim=st.booleans(), seed=seeds, data=st.data())
 def test_sum_mean(backend, size_limit, op, keepdim, seed, data):
     shape = data.draw(shapes(size_limit))
@@ -139,7 +138,7 @@ def test_sum_mean(backend, size_limit, op, keepdim, seed, data):
     check(mc_fn, th_fn, [values(shape, seed)], backend)
 
 
-@FIXTURES
+@fixture_settings
 @given(keepdim=st.booleans(), seed=seeds, data=st.data())
 def test_max_matches_amax_and_gradcheck(backend, size_limit, keepdim, seed, data):
     shape = data.draw(shapes(size_limit))
@@ -149,7 +148,7 @@ def test_max_matches_amax_and_gradcheck(backend, size_limit, keepdim, seed, data
           [distinct(shape, seed)], backend)
 
 
-@FIXTURES
+@fixture_settings
 @given(keepdim=st.booleans(), seed=seeds, data=st.data())
 def test_max_with_ties_shares_the_gradient_like_amax(backend, size_limit, keepdim, seed, data):
     shape = data.draw(shapes(size_limit))
@@ -170,7 +169,7 @@ def test_max_tie_gradient_is_split_equally(backend):
 
 # --- shape ops --------------------------------------------------------------------------------
 
-@FIXTURES
+@fixture_settings
 @given(seed=seeds, data=st.data())
 def test_reshape(backend, size_limit, seed, data):
     shape = data.draw(shapes(size_limit))
@@ -185,7 +184,7 @@ def test_reshape(backend, size_limit, seed, data):
           lambda x: x.reshape(new), [values(shape, seed)], backend)
 
 
-@FIXTURES
+@fixture_settings
 @given(seed=seeds, data=st.data())
 def test_transpose(backend, size_limit, seed, data):
     shape = data.draw(shapes(size_limit, min_dims=2, max_dims=4))
@@ -195,7 +194,7 @@ def test_transpose(backend, size_limit, seed, data):
           backend)
 
 
-@FIXTURES
+@fixture_settings
 @given(seed=seeds, data=st.data())
 def test_permute(backend, size_limit, seed, data):
     shape = data.draw(shapes(size_limit, max_dims=4))
@@ -205,7 +204,7 @@ def test_permute(backend, size_limit, seed, data):
     check(lambda x: x.permute(*perm), lambda x: x.permute(*perm), [values(shape, seed)], backend)
 
 
-@FIXTURES
+@fixture_settings
 @given(seed=seeds, data=st.data())
 def test_flatten(backend, size_limit, seed, data):
     shape = data.draw(shapes(size_limit, max_dims=4))
@@ -236,7 +235,7 @@ def torch_index(index, n):
     return torch.as_tensor(rows.copy(), dtype=torch.int64)
 
 
-@FIXTURES
+@fixture_settings
 @given(seed=seeds, data=st.data())
 def test_index_batch_axis(backend, size_limit, seed, data):
     shape = data.draw(shapes(size_limit, max_dims=3))
@@ -264,7 +263,7 @@ def test_repeated_rows_accumulate_their_gradients(backend):
 
 # --- matmul -----------------------------------------------------------------------------------
 
-@FIXTURES
+@fixture_settings
 @given(seed=seeds, data=st.data())
 def test_matmul_batched_with_broadcast_batch_dims(backend, size_limit, seed, data):
     s = side(size_limit)
@@ -281,7 +280,7 @@ def test_matmul_batched_with_broadcast_batch_dims(backend, size_limit, seed, dat
 
 # --- activations ------------------------------------------------------------------------------
 
-@FIXTURES
+@fixture_settings
 @given(seed=seeds, data=st.data())
 def test_relu(backend, size_limit, seed, data):
     shape = data.draw(shapes(size_limit))
@@ -293,14 +292,14 @@ def test_relu_gradient_at_zero_is_zero_like_torch(backend):
     compare_with_torch(lambda x: x.relu(), torch.relu, [a], backend)
 
 
-@FIXTURES
+@fixture_settings
 @given(seed=seeds, data=st.data())
 def test_sigmoid(backend, size_limit, seed, data):
     shape = data.draw(shapes(size_limit))
     check(lambda x: x.sigmoid(), torch.sigmoid, [values(shape, seed, -4.0, 4.0)], backend)
 
 
-@FIXTURES
+@fixture_settings
 @given(dim=st.integers(-3, 2), seed=seeds, data=st.data())
 def test_softmax_and_log_softmax(backend, size_limit, dim, seed, data):
     shape = data.draw(array_shapes(min_dims=3, max_dims=3, max_side=side(size_limit)))
@@ -366,7 +365,7 @@ CONSTANT_OPS = {
 }
 
 
-@FIXTURES
+@fixture_settings
 @given(op=st.sampled_from(sorted(CONSTANT_OPS)),
        kind=st.sampled_from(["int", "float", "numpy scalar", "array", "broadcast array"]),
        seed=seeds, data=st.data())
