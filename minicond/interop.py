@@ -51,10 +51,19 @@ def load_torch_state_dict(module: Module, state_dict: dict[str, Any],
         raise TypeError(f"load_torch_state_dict: state_dict must be a mapping, got "
                         f"{type(state_dict).__name__}")
     converted: dict[str, np.ndarray] = {}
+    given: dict[str, str] = {}  # minicond name -> the key as the caller spelled it
     for key, value in state_dict.items():
         name = minicond_key(key)
         if name in converted:
-            raise ValueError(f"load_torch_state_dict: {key!r} and another key both map to "
+            raise ValueError(f"load_torch_state_dict: {given[name]!r} and {key!r} both map to "
                              f"{name!r}")
         converted[name] = to_numpy(value, key)
-    module.load_state_dict(converted, strict=strict)
+        given[name] = key
+    try:
+        module.load_state_dict(converted, strict=strict)
+    except ValueError as err:
+        message = str(err)
+        for name, key in given.items():
+            if name != key:
+                message = message.replace(repr(name), f"{key!r} (minicond {name!r})")
+        raise ValueError(message) from None

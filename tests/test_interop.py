@@ -133,8 +133,9 @@ def test_shape_mismatch_is_a_value_error_naming_the_key(key, kind):
         state = {k.replace("routing.", "_routing_fn."): v for k, v in state.items()}
     wrong = np.zeros(tuple(state[key].shape)[:-1] + (state[key].shape[-1] + 1,))
     state[key] = torch.from_numpy(wrong) if kind == "torch" else wrong
-    with pytest.raises(ValueError, match=seed_to_minicond(key).replace(".", r"\.")):
+    with pytest.raises(ValueError, match=seed_to_minicond(key).replace(".", r"\.")) as err:
         load_torch_state_dict(mine, state)
+    assert repr(key) in str(err.value), "the error must name the key as the caller spelled it"
 
 
 def test_missing_and_unexpected_keys_are_named():
