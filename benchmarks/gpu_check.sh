@@ -30,7 +30,8 @@ echo "== CUDA tests on the GPU"
 timeout 75 python3 -m pytest -q -p no:cacheprovider tests/test_cuda.py 2>&1 \
   | tee "$OUTDIR/tests_cuda.log" | tail -n 15
 [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
-timeout 120 python3 -m pytest -q -p no:cacheprovider -k cuda --durations=10 \
+HYPOTHESIS_PROFILE=gpu timeout 150 python3 -m pytest -q -p no:cacheprovider -k cuda \
+  --durations=10 \
   --ignore=tests/test_cuda.py tests/ 2>&1 | tee "$OUTDIR/tests_all_cuda.log" | tail -n 25
 [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
 

@@ -21,6 +21,10 @@ settings.register_profile(
 settings.register_profile(
     "dev", deadline=None, max_examples=300,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+# A short run of every test on a real GPU (benchmarks/gpu_check.sh), where device time is scarce.
+settings.register_profile(
+    "gpu", deadline=None, derandomize=True, max_examples=6, print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 SIMULATOR = os.environ.get("NUMBA_ENABLE_CUDASIM") == "1"

@@ -129,7 +129,17 @@ if SIMULATOR:
         return _SimulatedArray(np.array(host, order="C"))
 else:
     def _device(host):
-        return cuda.to_device(host)
+        # A fresh C-order copy: NumPy flags views such as ``w[None]`` as C-contiguous while
+        # giving their size-1 axes arbitrary strides, which Numba's device reshape refuses.
+        return cuda.to_device(np.array(host, order="C", copy=True))
+
+    # Tiny grids are normal here (a bias of 8 values is one block): Numba's low-occupancy
+    # warning would fire on most calls of a small model.
+    with contextlib.suppress(ImportError):
+        from numba.cuda.core import config as _cuda_config
+
+        _cuda_config.CUDA_LOW_OCCUPANCY_WARNINGS = 0
+    _numba_config.CUDA_LOW_OCCUPANCY_WARNINGS = 0
 
 
 def _empty(shape, dtype):
