@@ -93,6 +93,10 @@ COLUMN_BUFFER_BYTES = 2 << 20
 MIN_CHUNKS = 8
 # ... but no chunk smaller than this many operations (about 50-100 µs of work).
 MIN_CHUNK_COST = 1 << 17
+# Calls with less work than this in all run on the calling thread, in as few chunks as the
+# column-buffer budget allows: handing chunks to the pool and waiting for them costs tens of
+# microseconds per chunk, more than a small layer's whole computation.
+INLINE_COST = 1 << 23
 
 _PAD_MODES = ("zeros", "reflect", "replicate", "circular")
 
@@ -156,8 +160,11 @@ def _chunk_size(n: int, item_cost: int, item_bytes: int) -> int:
     """Items per chunk, from the shapes alone (never the thread count): about ``n/MIN_CHUNKS``
     items, but at least ``MIN_CHUNK_COST`` operations' worth (a chunk must outweigh the cost
     of handing it to a thread) and at most ``COLUMN_BUFFER_BYTES`` of scratch."""
-    size = builtins.max(math.ceil(n / MIN_CHUNKS),
-                        math.ceil(MIN_CHUNK_COST / builtins.max(item_cost, 1)))
+    if n * item_cost < INLINE_COST:
+        size = n
+    else:
+        size = builtins.max(math.ceil(n / MIN_CHUNKS),
+                            math.ceil(MIN_CHUNK_COST / builtins.max(item_cost, 1)))
     if item_bytes:
         size = builtins.min(size, COLUMN_BUFFER_BYTES // item_bytes)
     return builtins.max(1, builtins.min(n, size))
@@ -170,7 +177,7 @@ def _run_chunks(n: int, work: Callable[[int, int], object], item_cost: int,
     count per item (element copies or multiply-adds), ``item_bytes`` its scratch size."""
     size = _chunk_size(n, item_cost, item_bytes)
     bounds = [(s, builtins.min(n, s + size)) for s in range(0, n, size)]
-    workers = builtins.min(num_threads(), len(bounds))
+    workers = 1 if n * item_cost < INLINE_COST else builtins.min(num_threads(), len(bounds))
     # single-threaded BLAS even on one worker: the same products, so the same bits, for any
     # thread count
     with _single_threaded_blas():
@@ -273,6 +280,86 @@ def _col2im_kernel(cols, gx, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo):
                         v = src[base + lo:base + hi]
                         for k in range(hi - lo):
                             d[k * sw] += v[k]
+
+
+@njit(cache=True, nogil=True)
+def _depthwise_forward_kernel(x, w, y, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo):
+    """y[b, c, oh, ow] = Σ_ij w[b|0, c, i, j] · x[b, c, oh·sh − ph + i·dh, ow·sw − pw + j·dw]
+    (one channel per group, x zero outside), each output summed in (i, j) order. ``w`` is
+    [1 or nb, C, kh, kw]; ``y`` must be zero on entry."""
+    nb, C, H, W = x.shape
+    per_example = w.shape[0] > 1
+    for b in range(nb):
+        wb = b if per_example else 0
+        for c in range(C):
+            for i in range(kh):
+                for j in range(kw):
+                    wv = w[wb, c, i, j]
+                    col0 = j * dw - pw
+                    lo, hi = _valid_range(W, Wo, sw, col0)
+                    if hi == lo:
+                        continue
+                    for oh in range(Ho):
+                        ih = oh * sh - ph + i * dh
+                        if ih < 0 or ih >= H:
+                            continue
+                        d = y[b, c, oh, lo:hi]
+                        v = x[b, c, ih, lo * sw + col0:]
+                        for k in range(hi - lo):
+                            d[k] += wv * v[k * sw]
+
+
+@njit(cache=True, nogil=True)
+def _depthwise_backward_input_kernel(gy, w, gx, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo):
+    """The transpose of ``_depthwise_forward_kernel`` in x: every gy[b, c, oh, ow]·w[c, i, j]
+    is added to the pixel it came from, in the fixed order (i, j, oh, ow). ``gx`` must be
+    zero on entry."""
+    nb, C, H, W = gx.shape
+    per_example = w.shape[0] > 1
+    for b in range(nb):
+        wb = b if per_example else 0
+        for c in range(C):
+            for i in range(kh):
+                for j in range(kw):
+                    wv = w[wb, c, i, j]
+                    col0 = j * dw - pw
+                    lo, hi = _valid_range(W, Wo, sw, col0)
+                    if hi == lo:
+                        continue
+                    for oh in range(Ho):
+                        ih = oh * sh - ph + i * dh
+                        if ih < 0 or ih >= H:
+                            continue
+                        d = gx[b, c, ih, lo * sw + col0:]
+                        v = gy[b, c, oh, lo:hi]
+                        for k in range(hi - lo):
+                            d[k * sw] += wv * v[k]
+
+
+@njit(cache=True, nogil=True)
+def _depthwise_backward_weight_kernel(x, gy, gw, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo):
+    """gw[b|0, c, i, j] += Σ_{oh, ow} gy[b, c, oh, ow] · x[b, c, oh·sh − ph + i·dh,
+    ow·sw − pw + j·dw], examples in order, each sum in (oh, ow) order. ``gw`` is
+    [1 or nb, C, kh, kw]: one kernel per example, or one shared kernel summed over the batch."""
+    nb, C, H, W = x.shape
+    per_example = gw.shape[0] > 1
+    for b in range(nb):
+        wb = b if per_example else 0
+        for c in range(C):
+            for i in range(kh):
+                for j in range(kw):
+                    col0 = j * dw - pw
+                    lo, hi = _valid_range(W, Wo, sw, col0)
+                    acc = gw[wb, c, i, j]
+                    for oh in range(Ho):
+                        ih = oh * sh - ph + i * dh
+                        if ih < 0 or ih >= H:
+                            continue
+                        g = gy[b, c, oh, lo:hi]
+                        v = x[b, c, ih, lo * sw + col0:]
+                        for k in range(hi - lo):
+                            acc += g[k] * v[k * sw]
+                    gw[wb, c, i, j] = acc
 
 
 @njit(cache=True, nogil=True)
@@ -434,6 +521,34 @@ def col2im(cols, x_shape, kernel, stride, padding, dilation):
 
 # --- convolution -------------------------------------------------------------------------------
 
+def _is_pointwise(kernel, stride, padding):
+    """A 1×1 kernel with stride 1 and no padding: the columns are the input itself."""
+    return (tuple(kernel) == (1, 1) and tuple(stride) == (1, 1)
+            and tuple(padding) == (0, 0))
+
+
+def _columns(x, s, e, rows, L, geo, pointwise):
+    """Examples s..e of x unfolded to [e − s, rows, L]: a view of x for a pointwise kernel,
+    else compiled im2col into this thread's scratch buffer."""
+    if pointwise:
+        return x[s:e].reshape(e - s, rows, L)
+    cols = _scratch((e - s, rows, L), x.dtype)
+    _im2col_kernel(x[s:e], cols, *geo)
+    return cols
+
+
+def _is_depthwise(weight_shape, channels, groups):
+    """One input and one output channel per group: a direct kernel beats B·C tiny products."""
+    return groups == channels and weight_shape[-4] == groups and weight_shape[-3] == 1
+
+
+def _depthwise_weight(weight, dtype):
+    """A [C, 1, kh, kw] or [B, C, 1, kh, kw] depthwise weight as [1 or B, C, kh, kw]."""
+    w = weight if weight.ndim == 5 else weight[None]
+    w = np.ascontiguousarray(w, dtype=dtype)
+    return w.reshape(w.shape[0], w.shape[1], w.shape[3], w.shape[4])
+
+
 def _grouped(weight, groups, dtype):
     """A shared [Cout, Cin/g, kh, kw] or per-example [B, Cout, ...] weight as
     [1 or B, g, Cout/g, Cin/g·kh·kw]."""
@@ -450,14 +565,23 @@ def conv2d_forward(x, weight, stride, padding, dilation, groups):
     Cout = weight.shape[-4]
     Ho, Wo = _out_size(x.shape, kernel, stride, padding, dilation)
     L, rows = Ho * Wo, C * kernel[0] * kernel[1]
-    w = _grouped(weight, groups, dtype)                       # [1|B, g, Cout/g, K]
     per_example = weight.ndim == 5
     y = np.zeros((B, Cout, Ho, Wo), dtype=dtype)
     geo = _geometry_args(kernel, stride, padding, dilation, Ho, Wo)
+    if _is_depthwise(weight.shape, C, groups):
+        wd = _depthwise_weight(weight, dtype)
+
+        def direct(s, e):
+            _depthwise_forward_kernel(x[s:e], wd[s:e] if per_example else wd, y[s:e], *geo)
+        if y.size and rows:
+            _run_chunks(B, direct, rows * L)
+        return y
+    w = _grouped(weight, groups, dtype)                       # [1|B, g, Cout/g, K]
+
+    pointwise = _is_pointwise(kernel, stride, padding)
 
     def work(s, e):
-        cols = _scratch((e - s, rows, L), dtype)
-        _im2col_kernel(x[s:e], cols, *geo)
+        cols = _columns(x, s, e, rows, L, geo, pointwise)
         np.matmul(w[s:e] if per_example else w,
                   cols.reshape(e - s, groups, rows // groups, L),
                   out=y[s:e].reshape(e - s, groups, Cout // groups, L))
@@ -473,18 +597,31 @@ def conv2d_backward_input(gy, weight, x_shape, stride, padding, dilation, groups
     C = x_shape[1]
     kernel = weight.shape[-2:]
     L, rows = Ho * Wo, C * kernel[0] * kernel[1]
-    # wᵀ [1|B, g, Cin/g·kh·kw, Cout/g], contiguous so each product is a plain GEMM
-    wT = np.ascontiguousarray(np.swapaxes(_grouped(weight, groups, dtype), -1, -2))
     per_example = weight.ndim == 5
     gx = np.zeros(tuple(x_shape), dtype=dtype)
     geo = _geometry_args(kernel, stride, padding, dilation, Ho, Wo)
+    if _is_depthwise(weight.shape, C, groups):
+        wd = _depthwise_weight(weight, dtype)
+
+        def direct(s, e):
+            _depthwise_backward_input_kernel(gy[s:e], wd[s:e] if per_example else wd, gx[s:e],
+                                             *geo)
+        if gx.size and rows and L:
+            _run_chunks(B, direct, rows * L)
+        return gx
+    # wᵀ [1|B, g, Cin/g·kh·kw, Cout/g], contiguous so each product is a plain GEMM
+    wT = np.ascontiguousarray(np.swapaxes(_grouped(weight, groups, dtype), -1, -2))
+
+    pointwise = _is_pointwise(kernel, stride, padding)
 
     def work(s, e):
-        gcols = _scratch((e - s, rows, L), dtype)
+        # a 1×1 kernel's column gradients are the input gradient itself
+        gcols = gx[s:e] if pointwise else _scratch((e - s, rows, L), dtype)
         np.matmul(wT[s:e] if per_example else wT,
                   gy[s:e].reshape(e - s, groups, Cout // groups, L),
                   out=gcols.reshape(e - s, groups, rows // groups, L))
-        _col2im_kernel(gcols, gx[s:e], *geo)
+        if not pointwise:
+            _col2im_kernel(gcols, gx[s:e], *geo)
     if gx.size and rows and L:
         _run_chunks(B, work, (Cout // groups + 1) * rows * L, rows * L * dtype.itemsize)
     return gx
@@ -505,10 +642,14 @@ def conv2d_backward_weight(x, gy, weight_shape, stride, padding, dilation, group
     gw = np.zeros((B if per_example else 1,) + grouped, dtype=dtype)
     if gw.size == 0 or L == 0 or B == 0:
         return gw.reshape(weight_shape)
+    if _is_depthwise(weight_shape, C, groups):
+        return _depthwise_backward_weight(x, gy, gw, kernel, geo, per_example).reshape(
+            weight_shape)
+
+    pointwise = _is_pointwise(kernel, stride, padding)
 
     def work(s, e):
-        cols = _scratch((e - s, rows, L), dtype)
-        _im2col_kernel(x[s:e], cols, *geo)
+        cols = _columns(x, s, e, rows, L, geo, pointwise)
         g = gy[s:e].reshape(e - s, *grouped[:2], L)
         colsT = np.swapaxes(cols.reshape(e - s, groups, rows // groups, L), -1, -2)
         if per_example:                                      # gK_b = g_b · cols_bᵀ
@@ -526,6 +667,27 @@ def conv2d_backward_weight(x, gy, weight_shape, stride, padding, dilation, group
         for acc in partials:                                 # chunks in batch order
             gw[0] += acc
     return gw.reshape(weight_shape)
+
+
+def _depthwise_backward_weight(x, gy, gw, kernel, geo, per_example):
+    """The depthwise weight gradient through the direct kernel: per example straight into
+    ``gw``, or per chunk of examples, the chunks' sums then added in batch order."""
+    B, C = x.shape[:2]
+    gw4 = gw.reshape(gw.shape[0], C, kernel[0], kernel[1])
+
+    def direct(s, e):
+        if per_example:
+            _depthwise_backward_weight_kernel(x[s:e], gy[s:e], gw4[s:e], *geo)
+            return None
+        part = np.zeros_like(gw4)
+        _depthwise_backward_weight_kernel(x[s:e], gy[s:e], part, *geo)
+        return part
+
+    partials = _run_chunks(B, direct, C * kernel[0] * kernel[1] * gy.shape[2] * gy.shape[3])
+    if not per_example:
+        for part in partials:                                # chunks in batch order
+            gw4 += part
+    return gw
 
 
 def mix_experts(r, W):
