@@ -132,7 +132,10 @@ class _StopRequest:
         self._previous: Any = None
 
     def __enter__(self) -> _StopRequest:
-        if threading.current_thread() is threading.main_thread():
+        # Only the main thread may set handlers; a process started with SIGINT ignored
+        # (nohup, a background job) keeps ignoring it.
+        if (threading.current_thread() is threading.main_thread()
+                and signal.getsignal(signal.SIGINT) is not signal.SIG_IGN):
             self._previous = signal.signal(signal.SIGINT, self._handle)
         return self
 

@@ -139,8 +139,11 @@ def test_ctrl_c_in_a_real_process_saves_and_exits_130(tmp_path):
     out = tmp_path / "run"
     command = [sys.executable, "-m", "minicond", "train", "--epochs", "200", "--out", str(out),
                "--no-plots", *TINY]
+    # As in a terminal: Ctrl-C is delivered even when this test runs with SIGINT ignored
+    # (a background job), which the child would otherwise inherit.
     process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)
+                               stderr=subprocess.PIPE, text=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         first_line = process.stdout.readline()          # printed once Ctrl-C is handled
         assert first_line.startswith("training condconv"), first_line

@@ -30,6 +30,15 @@ def quiet(_message: str) -> None:
     pass
 
 
+@pytest.fixture(autouse=True)
+def _ctrl_c_is_delivered():
+    """Run each test with Python's usual Ctrl-C handler, also where pytest itself was started
+    with SIGINT ignored (a background job), in which case training leaves it ignored."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
 def interrupt_at(monkeypatch, step: int) -> None:
     """Deliver SIGINT (Ctrl-C) during the ``step``-th training step from now."""
     original = Trainer.train_step
@@ -96,12 +105,13 @@ def test_resume_gives_the_same_parameters(tmp_path, monkeypatch, backend, stop_s
 def test_ctrl_c_saves_a_checkpoint_and_returns(tmp_path, monkeypatch):
     interrupt_at(monkeypatch, 3)
     messages: list[str] = []
+    handler_before = signal.getsignal(signal.SIGINT)
     result = train(tiny(tmp_path), log=messages.append)
     assert result.status == "interrupted"
     state = load_checkpoint(tmp_path / "run" / "latest.ckpt")
     assert state["loader"]["epoch"] == 0 and state["loader"]["position"] == 3
     assert any("--resume" in m for m in messages)
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert signal.getsignal(signal.SIGINT) is handler_before
 
 
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
@@ -185,3 +195,11 @@ def test_without_matplotlib_a_note_and_no_crash(tmp_path, monkeypatch):
     assert any("matplotlib is not installed" in m for m in messages)
     assert not list((tmp_path / "run").glob("*.png"))
     assert (tmp_path / "run" / "routing.json").exists()
+
+
+def test_an_ignored_ctrl_c_stays_ignored(tmp_path):
+    """Started with SIGINT ignored (nohup, a background job), training does not take it over."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    result = train(tiny(tmp_path), log=quiet)
+    assert result.status == "finished"
+    assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
