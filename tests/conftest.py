@@ -39,20 +39,29 @@ def backend_available(name: str) -> str | None:
     return None
 
 
+def require_backend(name: str) -> str:
+    """``name``, or a skip of the current test with the reason that backend cannot run."""
+    reason = backend_available(name)
+    if reason is not None:
+        pytest.skip(reason)
+    return name
+
+
+def limit_for(name: str) -> int:
+    """Largest spatial size and channel count for a drawn shape on backend ``name``: tiny in
+    the CUDA simulator, which runs one Python thread per CUDA thread."""
+    return 4 if (name == "cuda" and SIMULATOR) else 8
+
+
 @pytest.fixture(params=BACKEND_NAMES)
 def backend(request) -> str:
     """The backend name; skipped, with the reason, where that backend cannot run."""
-    reason = backend_available(request.param)
-    if reason is not None:
-        pytest.skip(reason)
-    return request.param
+    return require_backend(request.param)
 
 
 @pytest.fixture
 def size_limit(backend) -> int:
-    """Largest spatial size and channel count for a drawn shape on this backend: tiny in the
-    CUDA simulator, which runs one Python thread per CUDA thread."""
-    return 4 if (backend == "cuda" and SIMULATOR) else 8
+    return limit_for(backend)
 
 
 SIMULATOR_EXAMPLES = 8
@@ -68,7 +77,7 @@ def _fewer_examples_in_simulator(request):
     callspec = getattr(request.node, "callspec", None)
     fn = request.function
     current = getattr(fn, "_hypothesis_internal_use_settings", None)
-    if not (SIMULATOR and callspec is not None and callspec.params.get("backend") == "cuda"
+    if not (SIMULATOR and callspec is not None and "cuda" in callspec.params.values()
             and current is not None and current.max_examples > SIMULATOR_EXAMPLES):
         yield
         return

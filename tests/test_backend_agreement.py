@@ -16,7 +16,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from strategies import conv_cases, fixture_settings, pad_cases
 
-from conftest import SIMULATOR, backend_available
+from conftest import backend_available, limit_for, require_backend
 from minicond.backends import BACKEND_NAMES, get_backend, numpy_ref
 from minicond.backends.table import KERNELS
 
@@ -39,16 +39,12 @@ def test_every_kernel_is_covered():
 @pytest.fixture(params=[n for n in BACKEND_NAMES if n != "numpy"])
 def other(request) -> str:
     """A backend to hold against ``numpy_ref``; skipped, with the reason, if it cannot run."""
-    reason = backend_available(request.param)
-    if reason is not None:
-        pytest.skip(reason)
-    return request.param
+    return require_backend(request.param)
 
 
 @pytest.fixture
 def limit(other) -> int:
-    """Largest drawn size and channel count: tiny in the CUDA simulator."""
-    return 4 if (other == "cuda" and SIMULATOR) else 8
+    return limit_for(other)
 
 
 @pytest.fixture(params=DTYPES)
