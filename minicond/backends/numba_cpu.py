@@ -172,14 +172,20 @@ def _chunk_size(n: int, item_cost: int, item_bytes: int) -> int:
 
 def _run_chunks(n: int, work: Callable[[int, int], object], item_cost: int,
                 item_bytes: int = 0) -> list:
-    """``[work(start, stop)]`` over consecutive blocks of ``range(n)``, in order; the blocks
-    run on the worker threads when there are several. ``item_cost`` is a rough operation
-    count per item (element copies or multiply-adds), ``item_bytes`` its scratch size."""
+    """``[work(start, stop)]`` over consecutive blocks of ``range(n)``, in order. ``item_cost``
+    is a rough operation count per item (element copies or multiply-adds), ``item_bytes`` its
+    scratch size.
+
+    Below :data:`INLINE_COST` operations in all, the blocks run on the calling thread and the
+    matrix products use OpenBLAS as configured (its own threads): a hand-off to the pool
+    would cost more than the work. Above it, the blocks run on the pool with OpenBLAS on one
+    thread, even when the pool has one worker, so that the products, and with them the bits,
+    are the same for any ``NUMBA_NUM_THREADS``. The choice depends on the shapes only."""
     size = _chunk_size(n, item_cost, item_bytes)
     bounds = [(s, builtins.min(n, s + size)) for s in range(0, n, size)]
-    workers = 1 if n * item_cost < INLINE_COST else builtins.min(num_threads(), len(bounds))
-    # single-threaded BLAS even on one worker: the same products, so the same bits, for any
-    # thread count
+    if n * item_cost < INLINE_COST:
+        return [work(s, e) for s, e in bounds]
+    workers = builtins.min(num_threads(), len(bounds))
     with _single_threaded_blas():
         if workers <= 1:
             return [work(s, e) for s, e in bounds]
@@ -228,58 +234,61 @@ def _valid_range(W, Wo, sw, col0):
 @njit(cache=True, nogil=True)
 def _im2col_kernel(x, cols, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo):
     """cols[b, (c, i, j), oh·Wo + ow] = x[b, c, oh·sh − ph + i·dh, ow·sw − pw + j·dw], zero
-    outside x. With stride 1 each output row is one contiguous copy."""
+    outside x. Each image plane is first copied into a zero-bordered plane that stays in
+    cache, so the copies into the columns need no bounds tests and use only non-negative
+    offsets (with stride 1 the inner loop is a plain vectorised copy)."""
     nb, C, H, W = x.shape
+    Hp, Wp = H + 2 * ph, W + 2 * pw
+    padded = np.zeros(Hp * Wp, dtype=x.dtype)
     for b in range(nb):
         for c in range(C):
+            for h in range(H):
+                src = x[b, c, h]
+                dst = padded[(h + ph) * Wp + pw:]
+                for w in range(W):
+                    dst[w] = src[w]
             for i in range(kh):
                 for j in range(kw):
-                    dst = cols[b, (c * kh + i) * kw + j]
-                    col0 = j * dw - pw              # input column read by ow = 0
-                    lo, hi = _valid_range(W, Wo, sw, col0)
+                    d = cols[b, (c * kh + i) * kw + j]
                     for oh in range(Ho):
-                        ih = oh * sh - ph + i * dh
-                        base = oh * Wo
-                        if ih < 0 or ih >= H:
-                            dst[base:base + Wo] = 0
-                            continue
-                        src = x[b, c, ih]
-                        dst[base:base + lo] = 0
-                        # non-negative offsets into 1-D views: the loop vectorises
-                        d = dst[base + lo:base + hi]
-                        v = src[lo * sw + col0:]
-                        for k in range(hi - lo):
-                            d[k] = v[k * sw]
-                        dst[base + hi:base + Wo] = 0
+                        v = padded[(oh * sh + i * dh) * Wp + j * dw:]
+                        o = d[oh * Wo:]
+                        if sw == 1:
+                            for ow in range(Wo):
+                                o[ow] = v[ow]
+                        else:
+                            for ow in range(Wo):
+                                o[ow] = v[ow * sw]
 
 
 @njit(cache=True, nogil=True)
 def _col2im_kernel(cols, gx, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo):
     """The transpose of ``_im2col_kernel``: every column entry is added back to the pixel it
-    was read from, each pixel's sum in the fixed order (i, j, oh, ow)."""
+    was read from, each pixel's sum in the fixed order (i, j, oh, ow), accumulated in a
+    zero-bordered plane whose interior is then copied out."""
     nb, C, H, W = gx.shape
+    Hp, Wp = H + 2 * ph, W + 2 * pw
+    padded = np.empty(Hp * Wp, dtype=gx.dtype)
     for b in range(nb):
         for c in range(C):
-            plane = gx[b, c]
-            plane[:, :] = 0
+            padded[:] = 0
             for i in range(kh):
                 for j in range(kw):
-                    src = cols[b, (c * kh + i) * kw + j]
-                    col0 = j * dw - pw
-                    lo, hi = _valid_range(W, Wo, sw, col0)
-                    if hi == lo:
-                        continue
+                    s = cols[b, (c * kh + i) * kw + j]
                     for oh in range(Ho):
-                        ih = oh * sh - ph + i * dh
-                        if ih < 0 or ih >= H:
-                            continue
-                        dst = plane[ih]
-                        base = oh * Wo
-                        # unit-stride, non-negative offsets into 1-D views: the loop vectorises
-                        d = dst[lo * sw + col0:]
-                        v = src[base + lo:base + hi]
-                        for k in range(hi - lo):
-                            d[k * sw] += v[k]
+                        v = padded[(oh * sh + i * dh) * Wp + j * dw:]
+                        g = s[oh * Wo:]
+                        if sw == 1:
+                            for ow in range(Wo):
+                                v[ow] += g[ow]
+                        else:
+                            for ow in range(Wo):
+                                v[ow * sw] += g[ow]
+            for h in range(H):
+                src = padded[(h + ph) * Wp + pw:]
+                dst = gx[b, c, h]
+                for w in range(W):
+                    dst[w] = src[w]
 
 
 @njit(cache=True, nogil=True)
@@ -397,16 +406,6 @@ def _pad_backward_kernel(g, src_h, src_w, out):
                 sj = src_w[j]
                 if sj >= 0:
                     dst[sj] += row[j]
-
-
-@njit(cache=True, nogil=True)
-def _mix_experts_kernel(r, W, out):
-    """out[b, p] = Σ_e r[b, e] · W[e, p], summed in expert order."""
-    for b in range(r.shape[0]):
-        dst = out[b]
-        dst[:] = r[b, 0] * W[0]
-        for e in range(1, r.shape[1]):
-            dst += r[b, e] * W[e]
 
 
 @njit(cache=True, nogil=True)
@@ -691,29 +690,20 @@ def _depthwise_backward_weight(x, gy, gw, kernel, geo, per_example):
 
 
 def mix_experts(r, W):
+    # One [B, E]·[E, P] product: E is small, so this is a pass over W per example, which
+    # OpenBLAS does faster than a compiled loop and without a per-call thread hand-off.
     dtype = np.result_type(r, W)
     r = np.ascontiguousarray(r, dtype=dtype)
-    B, E = r.shape
-    W2 = np.ascontiguousarray(W, dtype=dtype).reshape(E, -1)
-    out = np.zeros((B, W2.shape[1]), dtype=dtype)
-
-    def work(s, e):
-        _mix_experts_kernel(r[s:e], W2, out[s:e])
-    if out.size and E:
-        _run_chunks(B, work, E * W2.shape[1])
-    return out.reshape((B,) + W.shape[1:])
+    W2 = np.ascontiguousarray(W, dtype=dtype).reshape(W.shape[0], -1)
+    return (r @ W2).reshape((r.shape[0],) + W.shape[1:])
 
 
 def mix_experts_backward(r, W, gK):
     E, B = W.shape[0], r.shape[0]
     gK_flat = np.ascontiguousarray(gK).reshape(B, -1)
     W_flat = np.ascontiguousarray(W).reshape(E, -1)
-    rT = np.ascontiguousarray(r.T)
-    # Thin products (one side has only B or E rows): threads cost more than they save, and
-    # one thread keeps the bits independent of the thread count.
-    with _single_threaded_blas():
-        gr = gK_flat @ W_flat.T                              # gr_be = ⟨gK_b, W_e⟩
-        gW = (rT @ gK_flat).reshape(W.shape)                 # gW_e = Σ_b r_be gK_b
+    gr = gK_flat @ W_flat.T                                  # gr_be = ⟨gK_b, W_e⟩
+    gW = (np.ascontiguousarray(r.T) @ gK_flat).reshape(W.shape)  # gW_e = Σ_b r_be gK_b
     return gr, gW
 
 
