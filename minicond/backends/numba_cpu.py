@@ -213,22 +213,14 @@ def _scratch(shape: tuple[int, ...], dtype: np.dtype, slot: int = 0) -> np.ndarr
 # are the table's kernels, so compiled code spells out its comparisons instead.
 
 @njit(cache=True, nogil=True)
-def _valid_range(W, Wo, sw, col0):
-    """(lo, hi), 0 <= lo <= hi <= Wo: the outputs ow whose input column ow·sw + col0 lies in
-    [0, W). Slice bounds derived from it are then non-negative and in range."""
-    lo = 0
-    if col0 < 0:
-        lo = (-col0 + sw - 1) // sw
-        if lo > Wo:
-            lo = Wo
-    hi = 0
-    if W - 1 - col0 >= 0:
-        hi = (W - 1 - col0) // sw + 1
-        if hi > Wo:
-            hi = Wo
-    if hi < lo:
-        hi = lo
-    return lo, hi
+def _fill_padded(plane, padded, ph, pw, Wp):
+    """Copy an [H, W] plane into the interior of a zero-bordered flat [Hp·Wp] plane."""
+    H, W = plane.shape
+    for h in range(H):
+        src = plane[h]
+        dst = padded[(h + ph) * Wp + pw:]
+        for w in range(W):
+            dst[w] = src[w]
 
 
 @njit(cache=True, nogil=True)
@@ -242,11 +234,7 @@ def _im2col_kernel(x, cols, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo):
     padded = np.zeros(Hp * Wp, dtype=x.dtype)
     for b in range(nb):
         for c in range(C):
-            for h in range(H):
-                src = x[b, c, h]
-                dst = padded[(h + ph) * Wp + pw:]
-                for w in range(W):
-                    dst[w] = src[w]
+            _fill_padded(x[b, c], padded, ph, pw, Wp)
             for i in range(kh):
                 for j in range(kw):
                     d = cols[b, (c * kh + i) * kw + j]
@@ -295,54 +283,60 @@ def _col2im_kernel(cols, gx, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo):
 def _depthwise_forward_kernel(x, w, y, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo):
     """y[b, c, oh, ow] = Σ_ij w[b|0, c, i, j] · x[b, c, oh·sh − ph + i·dh, ow·sw − pw + j·dw]
     (one channel per group, x zero outside), each output summed in (i, j) order. ``w`` is
-    [1 or nb, C, kh, kw]; ``y`` must be zero on entry."""
+    [1 or nb, C, kh, kw]; ``y`` must be zero on entry. Reads go through a zero-bordered
+    copy of the plane, as in ``_im2col_kernel``."""
     nb, C, H, W = x.shape
+    Hp, Wp = H + 2 * ph, W + 2 * pw
+    padded = np.zeros(Hp * Wp, dtype=x.dtype)
     per_example = w.shape[0] > 1
     for b in range(nb):
         wb = b if per_example else 0
         for c in range(C):
+            _fill_padded(x[b, c], padded, ph, pw, Wp)
             for i in range(kh):
                 for j in range(kw):
                     wv = w[wb, c, i, j]
-                    col0 = j * dw - pw
-                    lo, hi = _valid_range(W, Wo, sw, col0)
-                    if hi == lo:
-                        continue
                     for oh in range(Ho):
-                        ih = oh * sh - ph + i * dh
-                        if ih < 0 or ih >= H:
-                            continue
-                        d = y[b, c, oh, lo:hi]
-                        v = x[b, c, ih, lo * sw + col0:]
-                        for k in range(hi - lo):
-                            d[k] += wv * v[k * sw]
+                        v = padded[(oh * sh + i * dh) * Wp + j * dw:]
+                        d = y[b, c, oh]
+                        if sw == 1:
+                            for ow in range(Wo):
+                                d[ow] += wv * v[ow]
+                        else:
+                            for ow in range(Wo):
+                                d[ow] += wv * v[ow * sw]
 
 
 @njit(cache=True, nogil=True)
 def _depthwise_backward_input_kernel(gy, w, gx, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo):
     """The transpose of ``_depthwise_forward_kernel`` in x: every gy[b, c, oh, ow]·w[c, i, j]
-    is added to the pixel it came from, in the fixed order (i, j, oh, ow). ``gx`` must be
-    zero on entry."""
+    is added to the pixel it came from, in the fixed order (i, j, oh, ow), accumulated in a
+    zero-bordered plane whose interior is then copied out."""
     nb, C, H, W = gx.shape
+    Hp, Wp = H + 2 * ph, W + 2 * pw
+    padded = np.empty(Hp * Wp, dtype=gx.dtype)
     per_example = w.shape[0] > 1
     for b in range(nb):
         wb = b if per_example else 0
         for c in range(C):
+            padded[:] = 0
             for i in range(kh):
                 for j in range(kw):
                     wv = w[wb, c, i, j]
-                    col0 = j * dw - pw
-                    lo, hi = _valid_range(W, Wo, sw, col0)
-                    if hi == lo:
-                        continue
                     for oh in range(Ho):
-                        ih = oh * sh - ph + i * dh
-                        if ih < 0 or ih >= H:
-                            continue
-                        d = gx[b, c, ih, lo * sw + col0:]
-                        v = gy[b, c, oh, lo:hi]
-                        for k in range(hi - lo):
-                            d[k * sw] += wv * v[k]
+                        d = padded[(oh * sh + i * dh) * Wp + j * dw:]
+                        g = gy[b, c, oh]
+                        if sw == 1:
+                            for ow in range(Wo):
+                                d[ow] += wv * g[ow]
+                        else:
+                            for ow in range(Wo):
+                                d[ow * sw] += wv * g[ow]
+            for h in range(H):
+                src = padded[(h + ph) * Wp + pw:]
+                dst = gx[b, c, h]
+                for q in range(W):
+                    dst[q] = src[q]
 
 
 @njit(cache=True, nogil=True)
@@ -351,23 +345,25 @@ def _depthwise_backward_weight_kernel(x, gy, gw, kh, kw, sh, sw, ph, pw, dh, dw,
     ow·sw − pw + j·dw], examples in order, each sum in (oh, ow) order. ``gw`` is
     [1 or nb, C, kh, kw]: one kernel per example, or one shared kernel summed over the batch."""
     nb, C, H, W = x.shape
+    Hp, Wp = H + 2 * ph, W + 2 * pw
+    padded = np.zeros(Hp * Wp, dtype=x.dtype)
     per_example = gw.shape[0] > 1
     for b in range(nb):
         wb = b if per_example else 0
         for c in range(C):
+            _fill_padded(x[b, c], padded, ph, pw, Wp)
             for i in range(kh):
                 for j in range(kw):
-                    col0 = j * dw - pw
-                    lo, hi = _valid_range(W, Wo, sw, col0)
                     acc = gw[wb, c, i, j]
                     for oh in range(Ho):
-                        ih = oh * sh - ph + i * dh
-                        if ih < 0 or ih >= H:
-                            continue
-                        g = gy[b, c, oh, lo:hi]
-                        v = x[b, c, ih, lo * sw + col0:]
-                        for k in range(hi - lo):
-                            acc += g[k] * v[k * sw]
+                        v = padded[(oh * sh + i * dh) * Wp + j * dw:]
+                        g = gy[b, c, oh]
+                        if sw == 1:
+                            for ow in range(Wo):
+                                acc += g[ow] * v[ow]
+                        else:
+                            for ow in range(Wo):
+                                acc += g[ow] * v[ow * sw]
                     gw[wb, c, i, j] = acc
 
 
