@@ -7,21 +7,28 @@ they are taken from ``numpy_ref`` unchanged: a JIT brings nothing there. What is
 is the convolution family, where NumPy needs Python loops or large temporaries:
 
 * ``conv2d_*`` unfold a chunk of examples at a time into a column buffer of at most
-  :data:`COLUMN_BUFFER_BYTES` (compiled ``im2col``), multiply it with ``np.matmul``
-  (OpenBLAS), and fold column gradients back with a compiled ``col2im``. A per-example kernel
+  :data:`COLUMN_BUFFER_BYTES` (compiled ``im2col``, reading each image plane through a
+  zero-bordered copy that stays in cache), multiply it with ``np.matmul`` (OpenBLAS), and fold
+  column gradients back with a compiled ``col2im``. A per-example kernel
   ``[B, Cout, Cin/g, kh, kw]`` (CondConv) takes the same path: the batched product pairs
   example b's kernel with example b's columns, so CondConv costs one convolution, not E.
-* ``mix_experts`` is a compiled loop, K_b = Σ_e r_be W_e summed in expert order; its
-  gradients gr = gK·Wᵀ and gW = rᵀ·gK are two matrix products.
+  Two shapes skip the columns: a 1×1 kernel with stride 1 and no padding (the input is its
+  own column matrix) and a depthwise kernel (one channel per group), which has direct
+  compiled kernels instead of B·C tiny products.
+* ``mix_experts`` (K_b = Σ_e r_be W_e) and its gradients gr = gK·Wᵀ and gW = rᵀ·gK are
+  matrix products.
 * ``pad``/``pad_backward`` gather and scatter through per-axis source indices.
 
-Parallelism: chunks (of examples, image planes or rows) are independent, so they run on a
-pool of ``NUMBA_NUM_THREADS`` Python threads, each calling ``nogil`` compiled kernels and a
+Parallelism: a call with less than :data:`INLINE_COST` operations runs on the calling thread,
+with OpenBLAS as configured; handing it to threads costs more than it saves. Larger calls cut
+their work into chunks (of examples or image planes) that run on a pool of
+``NUMBA_NUM_THREADS`` Python threads, each calling ``nogil`` compiled kernels and a
 single-threaded OpenBLAS product on its own chunk. One pool, not two: Numba's parallel
 threads and OpenBLAS's threads both spin while waiting, and taking turns on a few shared cores
-they slowed each other several-fold. Chunk boundaries depend on the shapes only, never on the
-thread count, and every sum runs in a fixed order, so results are bit-identical for any
-thread count (``docs/numba.md``).
+they slowed each other several-fold. Chunk boundaries and the inline/pool choice depend on the
+shapes only, and every sum runs in a fixed order, so results are bit-identical run to run and
+for any ``NUMBA_NUM_THREADS`` (``docs/numba.md`` says what the OpenBLAS thread count can
+change).
 """
 
 from __future__ import annotations
@@ -157,9 +164,10 @@ def _single_threaded_blas() -> Iterator[None]:
 
 
 def _chunk_size(n: int, item_cost: int, item_bytes: int) -> int:
-    """Items per chunk, from the shapes alone (never the thread count): about ``n/MIN_CHUNKS``
-    items, but at least ``MIN_CHUNK_COST`` operations' worth (a chunk must outweigh the cost
-    of handing it to a thread) and at most ``COLUMN_BUFFER_BYTES`` of scratch."""
+    """Items per chunk, from the shapes alone (never the thread count): all of them for work
+    that runs inline, else about ``n/MIN_CHUNKS`` items, but at least ``MIN_CHUNK_COST``
+    operations' worth (a chunk must outweigh the cost of handing it to a thread); at most
+    ``COLUMN_BUFFER_BYTES`` of scratch either way."""
     if n * item_cost < INLINE_COST:
         size = n
     else:
