@@ -309,12 +309,16 @@ def test_mix_experts(other, limit, dtype, data):
 
 @pytest.mark.skipif(backend_available("numba") is not None, reason="numba backend unavailable")
 @pytest.mark.parametrize("threads", [1, 3])
-def test_numba_results_do_not_depend_on_the_thread_count(monkeypatch, threads):
+@pytest.mark.parametrize("pooled", [False, True])
+def test_numba_results_do_not_depend_on_the_thread_count(monkeypatch, threads, pooled):
     """Chunks depend on the shapes only and every sum has a fixed order, so the bits are the
-    same run to run and for any number of worker threads."""
+    same run to run and for any number of worker threads. ``pooled`` sends these small
+    calls through the thread pool, which only larger ones use otherwise."""
     import numba
 
     be = get_backend("numba")
+    if pooled:
+        monkeypatch.setattr(be, "INLINE_COST", 0)
     rng = np.random.default_rng(0)
     x = rng.standard_normal((9, 6, 11, 10)).astype(np.float32)
     K = rng.standard_normal((9, 4, 3, 3, 3)).astype(np.float32)
