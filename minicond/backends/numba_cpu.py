@@ -204,7 +204,8 @@ def _scratch(shape: tuple[int, ...], dtype: np.dtype, slot: int = 0) -> np.ndarr
     """A per-thread reusable buffer (``np.empty`` of a few MiB would fault its pages in again
     on every call)."""
     dtype = np.dtype(dtype)
-    nbytes = builtins.max(1, int(np.prod(shape)) * dtype.itemsize)
+    used = math.prod(shape) * dtype.itemsize
+    nbytes = builtins.max(1, used)
     buffers = getattr(_local, "buffers", None)
     if buffers is None:
         buffers = _local.buffers = {}
@@ -213,7 +214,7 @@ def _scratch(shape: tuple[int, ...], dtype: np.dtype, slot: int = 0) -> np.ndarr
         buf = np.empty(nbytes, dtype=np.uint8)
         if nbytes <= 4 * COLUMN_BUFFER_BYTES:    # keep only buffers of the budgeted size
             buffers[slot] = buf
-    return buf[:int(np.prod(shape)) * dtype.itemsize].view(dtype).reshape(shape)
+    return buf[:used].view(dtype).reshape(shape)
 
 
 # --- compiled kernels --------------------------------------------------------------------------
