@@ -42,7 +42,7 @@ from contextlib import contextmanager
 
 import numpy as np
 
-from . import BackendUnavailableError
+from . import BackendUnavailableError, numpy_ref
 from .numpy_ref import (  # noqa: F401 - re-exported as this backend's kernels
     add,
     argmax,
@@ -423,17 +423,9 @@ def _scatter_add_rows_kernel(index, g, out):
 # --- padding -----------------------------------------------------------------------------------
 
 def _pad_sources(n, before, after, mode):
-    """Source index of every padded position along one axis (−1: a zero of "zeros" mode)."""
-    src = np.arange(-before, n + after, dtype=np.int64)
-    if mode == "reflect":
-        src = np.abs(src)
-        src = np.where(src > n - 1, 2 * (n - 1) - src, src)
-    elif mode == "replicate":
-        src = np.clip(src, 0, n - 1)
-    elif mode == "circular":
-        src = src % n
-    else:
-        src = np.where((src >= 0) & (src < n), src, -1)
+    """Source index of every padded position along one axis (−1: a zero of "zeros" mode),
+    checked, since the kernels use it without bounds checks."""
+    src = numpy_ref.pad_source_index(n, before, after, mode)
     # The kernels index without bounds checks: an out-of-range source must stop here (callers
     # bound the pads per mode; this is the last line before unchecked indexing).
     lowest = -1 if mode == "zeros" else 0

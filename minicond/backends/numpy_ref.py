@@ -159,9 +159,10 @@ def log_softmax_backward(y, gy, axis):
 
 # --- padding ---------------------------------------------------------------------------------
 
-def _pad_matrix(n, before, after, mode, dtype):
-    """The [n + before + after, n] 0/1 matrix P with padded = P · original along one axis."""
-    src = np.arange(-before, n + after)
+def pad_source_index(n, before, after, mode):
+    """For each of the n + before + after padded positions along one axis, the position of
+    the original it copies, or −1 where "zeros" mode puts a zero."""
+    src = np.arange(-before, n + after, dtype=np.int64)
     if mode == "reflect":
         src = np.abs(src)
         src = np.where(src > n - 1, 2 * (n - 1) - src, src)
@@ -169,8 +170,16 @@ def _pad_matrix(n, before, after, mode, dtype):
         src = np.clip(src, 0, n - 1)
     elif mode == "circular":
         src = src % n
+    else:
+        src = np.where((src >= 0) & (src < n), src, -1)
+    return src
+
+
+def _pad_matrix(n, before, after, mode, dtype):
+    """The [n + before + after, n] 0/1 matrix P with padded = P · original along one axis."""
+    src = pad_source_index(n, before, after, mode)
     rows = np.arange(src.size)
-    inside = (src >= 0) & (src < n)  # only "zeros" leaves rows outside: they stay all-zero
+    inside = src >= 0  # only "zeros" leaves rows outside: they stay all-zero
     P = np.zeros((src.size, n), dtype=dtype)
     P[rows[inside], src[inside]] = 1
     return P
