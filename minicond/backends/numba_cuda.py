@@ -712,6 +712,30 @@ def _gemm_parts(kind, dtype):
             C[z * p[0] + m * p[1] + n] = v
         return load_a, load_b, store
 
+    @_dev
+    def im2col_at(X, p, z, row, col):
+        """cols_b,g[row, col] of group g of example b (z = b·G + g), read from x on the fly:
+        row = (c, i, j) a tap, col = (oh, ow) an output pixel; zero in the padding."""
+        G, Cin, Cg, H, W, Wo, kh, kw = p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7]
+        sh, sw, ph, pw, dh, dw = p[8], p[9], p[10], p[11], p[12], p[13]
+        b = z // G
+        c = row // (kh * kw)
+        r = row - c * (kh * kw)
+        i = r // kw
+        oh = col // Wo
+        h = oh * sh - ph + i * dh
+        w = (col - oh * Wo) * sw - pw + (r - i * kw) * dw
+        if h < 0 or h >= H or w < 0 or w >= W:
+            return zero
+        return X[((b * Cin + (z - b * G) * Cg + c) * H + h) * W + w]
+
+    @_dev
+    def channel_major_at(p, z, m, n):
+        """Flat index of Y[b, g·Mg + m, n] for a [B, C, N] array (p = (G, C, Mg, N))."""
+        G, C, Mg, N = p[0], p[1], p[2], p[3]
+        b = z // G
+        return (b * C + (z - b * G) * Mg + m) * N + n
+
     if kind == "conv_forward":
         # y[b, g·Mg + m, n] = Σ_k K[(b), g·Mg + m, k] · cols_b,g[k, n];  z = b·G + g
         @_dev
@@ -722,24 +746,11 @@ def _gemm_parts(kind, dtype):
 
         @_dev
         def load_b(X, p, z, k, n):
-            G, Cin, Cg, H, W, Wo, kh, kw = p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7]
-            sh, sw, ph, pw, dh, dw = p[8], p[9], p[10], p[11], p[12], p[13]
-            b = z // G
-            c = k // (kh * kw)
-            r = k - c * (kh * kw)
-            i = r // kw
-            oh = n // Wo
-            h = oh * sh - ph + i * dh
-            w = (n - oh * Wo) * sw - pw + (r - i * kw) * dw
-            if h < 0 or h >= H or w < 0 or w >= W:
-                return zero
-            return X[((b * Cin + (z - b * G) * Cg + c) * H + h) * W + w]
+            return im2col_at(X, p, z, k, n)
 
         @_dev
         def store(Y, p, z, m, n, v):
-            G, Cout, Mg, L = p[0], p[1], p[2], p[3]
-            b = z // G
-            Y[(b * Cout + (z - b * G) * Mg + m) * L + n] = v
+            Y[channel_major_at(p, z, m, n)] = v
         return load_a, load_b, store
 
     if kind == "conv_input":
@@ -773,39 +784,22 @@ def _gemm_parts(kind, dtype):
 
         @_dev
         def store(GX, p, z, m, n, v):
-            G, Cin, Cg, HW = p[0], p[1], p[2], p[3]
-            b = z // G
-            GX[(b * Cin + (z - b * G) * Cg + m) * HW + n] = v
+            GX[channel_major_at(p, z, m, n)] = v
         return load_a, load_b, store
 
     if kind == "conv_weight":
         # gK[b, g·Mg + o, (c,i,j)] = Σ_l gy[b, g·Mg + o, l] · cols_b,g[(c,i,j), l];  z = b·G + g
         @_dev
         def load_a(GY, p, z, m, k):
-            G, Cout, Mg, L = p[0], p[1], p[2], p[3]
-            b = z // G
-            return GY[(b * Cout + (z - b * G) * Mg + m) * L + k]
+            return GY[channel_major_at(p, z, m, k)]
 
         @_dev
         def load_b(X, p, z, k, n):
-            G, Cin, Cg, H, W, Wo, kh, kw = p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7]
-            sh, sw, ph, pw, dh, dw = p[8], p[9], p[10], p[11], p[12], p[13]
-            b = z // G
-            c = n // (kh * kw)
-            r = n - c * (kh * kw)
-            i = r // kw
-            oh = k // Wo
-            h = oh * sh - ph + i * dh
-            w = (k - oh * Wo) * sw - pw + (r - i * kw) * dw
-            if h < 0 or h >= H or w < 0 or w >= W:
-                return zero
-            return X[((b * Cin + (z - b * G) * Cg + c) * H + h) * W + w]
+            return im2col_at(X, p, z, n, k)     # the column matrix read transposed
 
         @_dev
         def store(GK, p, z, m, n, v):
-            G, Cout, Mg, Kk = p[0], p[1], p[2], p[3]
-            b = z // G
-            GK[(b * Cout + (z - b * G) * Mg + m) * Kk + n] = v
+            GK[channel_major_at(p, z, m, n)] = v
         return load_a, load_b, store
     raise ValueError(f"unknown GEMM kind {kind!r}")
 
