@@ -69,7 +69,7 @@ def write_plots(model: Module, data: Dataset, history: list[dict[str, Any]], out
         import matplotlib
     except ImportError:
         return ("plots: matplotlib is not installed, no PNGs written "
-                "(pip install -e \".[plot]\")")
+                "(pip install matplotlib)")
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
