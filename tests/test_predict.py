@@ -1,0 +1,104 @@
+"""Image preprocessing against timm's evaluation transform, the packaged ImageNet class list,
+and the ``minicond predict`` command."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from minicond.preprocess import (
+    ImageError,
+    PreprocessConfig,
+    imagenet_classes,
+    open_image,
+    preprocess,
+)
+
+Image = pytest.importorskip("PIL.Image")
+
+
+def _write_images(directory) -> dict[str, object]:
+    """Small generated images of each kind the command must read: RGB PNG and JPEG of odd,
+    non-square sizes, a greyscale PNG, a PNG with an alpha channel and a palette GIF."""
+    rng = np.random.default_rng(0)
+    paths = {}
+    rgb = rng.integers(0, 256, (37, 53, 3), dtype=np.uint8)
+    paths["rgb_png"] = directory / "wide.png"
+    Image.fromarray(rgb).save(paths["rgb_png"])
+    paths["jpeg"] = directory / "tall.jpg"
+    Image.fromarray(rng.integers(0, 256, (61, 29, 3), dtype=np.uint8)).save(paths["jpeg"],
+                                                                          quality=90)
+    paths["grey"] = directory / "grey.png"
+    Image.fromarray(rng.integers(0, 256, (40, 40), dtype=np.uint8), mode="L").save(
+        paths["grey"])
+    paths["alpha"] = directory / "alpha.png"
+    Image.fromarray(rng.integers(0, 256, (33, 45, 4), dtype=np.uint8), mode="RGBA").save(
+        paths["alpha"])
+    paths["palette"] = directory / "palette.gif"
+    Image.fromarray(rgb).convert("P").save(paths["palette"])
+    return paths
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):
+    return _write_images(tmp_path_factory.mktemp("images"))
+
+
+@pytest.mark.parametrize("name", ["tf_efficientnet_cc_b0_4e", "tf_efficientnet_cc_b1_8e",
+                                  "efficientnet_b0"])
+def test_preprocess_equals_timm_eval_transform(name, images):
+    pytest.importorskip("torchvision")
+    timm_data = pytest.importorskip("timm.data")
+    from timm.models import get_pretrained_cfg
+
+    cfg = get_pretrained_cfg(name).to_dict()
+    transform = timm_data.create_transform(
+        **timm_data.resolve_data_config(pretrained_cfg=cfg), is_training=False)
+    config = PreprocessConfig.from_pretrained_cfg(cfg)
+    for kind, path in images.items():
+        image = open_image(path)
+        expected = transform(image.convert("RGB")).numpy()
+        got = preprocess(image, config)
+        assert got.dtype == np.float32 and got.shape == expected.shape, kind
+        # Same resampling, same rounding, same float32 arithmetic: equal to the last bit.
+        np.testing.assert_array_equal(got, expected, err_msg=kind)
+
+
+def test_grey_and_alpha_become_rgb(images):
+    config = PreprocessConfig((3, 8, 8), crop_pct=1.0, mean=(0, 0, 0), std=(1, 1, 1))
+    grey = preprocess(open_image(images["grey"]), config)
+    assert grey.shape == (3, 8, 8)
+    np.testing.assert_array_equal(grey[0], grey[1])
+    np.testing.assert_array_equal(grey[0], grey[2])
+    alpha = preprocess(open_image(images["alpha"]), config)
+    dropped = preprocess(open_image(images["alpha"]).convert("RGB"), config)
+    np.testing.assert_array_equal(alpha, dropped)
+
+
+def test_preprocess_config_errors():
+    with pytest.raises(ValueError, match="input_size"):
+        PreprocessConfig.from_pretrained_cfg({"input_size": (3, 224)})
+    with pytest.raises(ValueError, match="crop_pct"):
+        PreprocessConfig.from_pretrained_cfg({"input_size": (3, 8, 8), "crop_pct": 1.5})
+    with pytest.raises(ValueError, match="interpolation"):
+        PreprocessConfig.from_pretrained_cfg({"input_size": (3, 8, 8),
+                                              "interpolation": "cubic"})
+
+
+def test_open_image_errors(tmp_path):
+    with pytest.raises(ImageError, match="missing.png"):
+        open_image(tmp_path / "missing.png")
+    text = tmp_path / "notes.png"
+    text.write_text("not an image\n")
+    with pytest.raises(ImageError, match="notes.png"):
+        open_image(text)
+
+
+def test_imagenet_classes_match_timm():
+    classes = imagenet_classes()
+    assert len(classes) == 1000
+    assert classes[0] == ("n01440764", "tench, Tinca tinca")
+    timm_data = pytest.importorskip("timm.data")
+    info = timm_data.ImageNetInfo()
+    assert [s for s, _ in classes] == [info.index_to_label_name(i) for i in range(1000)]
+    assert [n for _, n in classes] == [info.index_to_description(i) for i in range(1000)]
