@@ -13,6 +13,8 @@ import contextlib
 from collections.abc import Iterator
 from typing import Any
 
+import numpy as np
+
 _grad_enabled = [True]
 
 
@@ -46,15 +48,34 @@ class Context:
 
     ``backend`` is the kernel table of the inputs; ``needs_input_grad[i]`` says whether
     positional input ``i`` wants a gradient, so a backward can skip work nobody asked for.
+    A backward pass frees what ``save_for_backward`` kept (unless it retains the graph), as
+    PyTorch does; reading it after that raises a RuntimeError naming the Function.
     """
 
-    def __init__(self, backend: Any, needs_input_grad: tuple[bool, ...]) -> None:
+    def __init__(self, backend: Any, needs_input_grad: tuple[bool, ...],
+                 function_name: str = "Function") -> None:
         self.backend = backend
         self.needs_input_grad = needs_input_grad
-        self.saved: tuple[Any, ...] = ()
+        self.function_name = function_name
+        self._saved: tuple[Any, ...] | None = ()
 
     def save_for_backward(self, *values: Any) -> None:
-        self.saved = values
+        self._saved = values
+
+    @property
+    def saved(self) -> tuple[Any, ...]:
+        if self._saved is None:
+            raise RuntimeError(
+                f"{self.function_name}.backward: trying to backward through the graph a second "
+                "time; the first backward() freed the values this op saved. Call the first "
+                "backward(retain_graph=True) to backward through the same graph again, or "
+                "recompute the forward pass")
+        return self._saved
+
+    def free_saved(self) -> None:
+        """Drop the saved values; an op that saved none can still run backward again."""
+        if self._saved:
+            self._saved = None
 
 
 class Node:
@@ -92,7 +113,7 @@ class Function:
                 raise TypeError(f"{cls.__name__}: inputs have dtypes {tensors[0].dtype} and "
                                 f"{t.dtype}; convert them to one with .to(dtype=...)")
         needs = tuple(isinstance(a, Tensor) and a.requires_grad for a in args)
-        ctx = Context(backend, needs)
+        ctx = Context(backend, needs, cls.__name__)
         raw = [a.data if isinstance(a, Tensor) else a for a in args]
         out = cls.forward(ctx, *raw, **kwargs)
         record = is_grad_enabled() and any(needs)
@@ -140,11 +161,13 @@ def _topological_order(root: Tensor) -> list[Tensor]:
     return order[::-1]
 
 
-def run_backward(root: Tensor, grad: Any) -> None:
+def run_backward(root: Tensor, grad: Any, retain_graph: bool = False) -> None:
     """Propagate ``grad`` (∂L/∂root) to every leaf that requires a gradient.
 
     Leaves accumulate into ``.grad`` across calls, as in PyTorch; intermediate gradients are
-    dropped once used.
+    dropped once used. Unless ``retain_graph``, each node's saved values are freed once its
+    backward has run, so a second backward through them raises instead of silently adding
+    the same gradient twice.
     """
     backend = root.backend
     grads: dict[int, Any] = {id(root): grad}
@@ -157,14 +180,47 @@ def run_backward(root: Tensor, grad: Any) -> None:
             t.grad = Tensor._wrap(g if t.grad is None else backend.add(t.grad.data, g), backend)
             continue
         input_grads = node.function.backward(node.ctx, g)
+        if not retain_graph:
+            node.ctx.free_saved()
         if not isinstance(input_grads, tuple):
             input_grads = (input_grads,)
+        name = node.function.__name__
+        _check_gradient_count(name, node.ctx.needs_input_grad, len(input_grads))
         for inp, gi in zip(node.inputs, input_grads, strict=False):
             if not isinstance(inp, Tensor) or not inp.requires_grad or gi is None:
                 continue
-            gi = unbroadcast(backend, gi, inp.shape)
+            gi = _input_gradient(backend, name, gi, inp.shape)
             prev = grads.get(id(inp))
             grads[id(inp)] = gi if prev is None else backend.add(prev, gi)
+
+
+def _check_gradient_count(function_name: str, needs_input_grad: tuple[bool, ...],
+                          count: int) -> None:
+    """A backward returns one gradient per positional input of forward (None where none is
+    needed); inputs after the last one that needs a gradient may be left off."""
+    required = max((i + 1 for i, need in enumerate(needs_input_grad) if need), default=0)
+    if not required <= count <= len(needs_input_grad):
+        expected = (f"{len(needs_input_grad)}" if required == len(needs_input_grad)
+                    else f"{required} to {len(needs_input_grad)}")
+        raise RuntimeError(f"{function_name}.backward returned {count} gradient(s); expected "
+                           f"{expected}: one per positional input of forward, None for an "
+                           "input that takes no gradient")
+
+
+def _input_gradient(backend: Any, function_name: str, grad: Any,
+                    shape: tuple[int, ...]) -> Any:
+    """``grad`` summed down to an input's ``shape``, or a RuntimeError naming the Function
+    when no broadcasting of ``shape`` could have produced it."""
+    grad_shape = tuple(grad.shape)
+    try:
+        fits = np.broadcast_shapes(shape, grad_shape) == grad_shape
+    except ValueError:
+        fits = False
+    if not fits:
+        raise RuntimeError(f"{function_name}.backward returned a gradient of shape {grad_shape} "
+                           f"for an input of shape {tuple(shape)}; it must have the input's "
+                           "shape or one the input broadcasts to")
+    return unbroadcast(backend, grad, shape)
 
 
 from .tensor import Tensor  # noqa: E402  (Tensor uses this module; import last)

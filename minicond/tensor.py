@@ -141,10 +141,12 @@ class Tensor:
         return self.to(dtype=float64)
 
     # --- autograd -----------------------------------------------------------------------------
-    def backward(self, grad: Any = None) -> None:
+    def backward(self, grad: Any = None, retain_graph: bool = False) -> None:
         """Accumulate ∂self/∂leaf into ``leaf.grad`` for every leaf that requires a gradient.
 
-        ``grad`` is ∂L/∂self; it may be omitted only when ``self`` has one element.
+        ``grad`` is ∂L/∂self; it may be omitted only when ``self`` has one element. As in
+        PyTorch, the pass frees the values the graph saved for it; ``retain_graph=True`` keeps
+        them, so that backward can run through the same graph again.
         """
         if not self.requires_grad:
             raise RuntimeError("backward(): this tensor does not require grad and has no "
@@ -165,7 +167,7 @@ class Tensor:
                 raise ValueError(f"backward(): grad has shape {gt.shape}; expected the "
                                  f"output's shape {self.shape}")
             g = gt.to(self.backend, self.dtype).data
-        autograd.run_backward(self, g)
+        autograd.run_backward(self, g, retain_graph=bool(retain_graph))
 
     def zero_grad(self) -> None:
         self.grad = None

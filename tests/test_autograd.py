@@ -298,3 +298,92 @@ def test_default_dtype_is_float32():
     assert mc.tensor([1.0, 2.0]).dtype == np.float32
     assert mc.tensor(np.arange(3)).dtype == np.float32
     assert mc.tensor(np.zeros(2)).dtype == np.float64  # a float64 array keeps its dtype
+
+
+# --- a graph is used once unless retained (PyTorch's rule) ---------------------------------------
+
+def test_second_backward_through_a_freed_graph_raises(backend):
+    x = mc.tensor([1.0, 2.0, 3.0], requires_grad=True, backend=backend)
+    y = (x * x).sum()                       # Mul saves its inputs
+    y.backward()
+    np.testing.assert_allclose(x.grad.numpy(), [2.0, 4.0, 6.0])
+    with pytest.raises(RuntimeError, match=r"Mul\.backward.*second time.*retain_graph=True"):
+        y.backward()
+    np.testing.assert_allclose(x.grad.numpy(), [2.0, 4.0, 6.0])   # not accumulated twice
+
+
+def test_retain_graph_allows_a_second_backward_that_accumulates(backend):
+    x = mc.tensor([1.0, 2.0, 3.0], requires_grad=True, backend=backend)
+    y = (x * x).sum()
+    y.backward(retain_graph=True)
+    y.backward()
+    np.testing.assert_allclose(x.grad.numpy(), [4.0, 8.0, 12.0])
+    with pytest.raises(RuntimeError, match="second time"):
+        y.backward()
+
+
+def test_freed_graph_matches_torch_for_ops_that_save_nothing():
+    """Like PyTorch, a graph whose ops saved no values can run backward again."""
+    x = mc.tensor([1.0, 2.0], requires_grad=True, backend="numpy")
+    y = (x + 1.0).sum()
+    y.backward()
+    y.backward()
+    xt = torch.tensor([1.0, 2.0], requires_grad=True)
+    yt = (xt + 1.0).sum()
+    yt.backward()
+    yt.backward()
+    np.testing.assert_allclose(x.grad.numpy(), xt.grad.numpy())
+
+
+class _TwoGradients(mc.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        return x
+
+    @staticmethod
+    def backward(ctx, g):
+        return g, g
+
+
+class _WrongShape(mc.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        return x
+
+    @staticmethod
+    def backward(ctx, g):
+        return (ctx.backend.full((5,), 1.0, g.dtype),)
+
+
+class _Missing(mc.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, y):
+        return ctx.backend.add(x, y)
+
+    @staticmethod
+    def backward(ctx, g):
+        return (g,)
+
+
+def test_backward_returning_too_many_gradients_names_the_function():
+    x = mc.tensor([1.0, 2.0], requires_grad=True, backend="numpy")
+    with pytest.raises(RuntimeError, match=r"_TwoGradients\.backward returned 2 gradient"):
+        _TwoGradients.apply(x).sum().backward()
+
+
+def test_backward_missing_a_needed_gradient_names_the_function():
+    x = mc.tensor([1.0, 2.0], requires_grad=True, backend="numpy")
+    y = mc.tensor([1.0, 2.0], requires_grad=True, backend="numpy")
+    with pytest.raises(RuntimeError, match=r"_Missing\.backward returned 1 gradient.*expected 2"):
+        _Missing.apply(x, y).sum().backward()
+    # when only the first input needs a gradient, leaving the second off is fine
+    z = mc.tensor([1.0, 2.0], backend="numpy")
+    _Missing.apply(x, z).sum().backward()
+    np.testing.assert_allclose(x.grad.numpy(), [1.0, 1.0])
+
+
+def test_backward_returning_a_gradient_of_the_wrong_shape_names_the_function():
+    x = mc.tensor([1.0, 2.0], requires_grad=True, backend="numpy")
+    with pytest.raises(RuntimeError, match=r"_WrongShape\.backward returned a gradient of "
+                                           r"shape \(5,\) for an input of shape \(2,\)"):
+        _WrongShape.apply(x).sum().backward()
