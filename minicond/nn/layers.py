@@ -9,8 +9,8 @@ from __future__ import annotations
 from typing import Any
 
 from .. import functional as F
-from .._validate import check_choice, check_float, check_int, check_pair
-from ..functional.conv import resolve_padding
+from .._validate import check_choice, check_float, check_int, check_pair, check_tensor
+from ..functional.conv import check_conv_options, resolve_padding
 from ..functional.pad import PAD_MODES
 from ..tensor import Tensor
 from .init import default_bound, uniform
@@ -58,27 +58,13 @@ class ConvOptions:
     def __init__(self, owner: str, in_channels: Any, out_channels: Any, kernel_size: Any,
                  stride: Any, padding: Any, dilation: Any, groups: Any,
                  padding_mode: Any) -> None:
+        self.owner = owner
         self.in_channels = check_int(owner, "in_channels", in_channels, 1)
         self.out_channels = check_int(owner, "out_channels", out_channels, 1)
         self.kernel_size = check_pair(owner, "kernel_size", kernel_size, 1)
-        self.stride = check_pair(owner, "stride", stride, 1)
-        self.dilation = check_pair(owner, "dilation", dilation, 1)
-        self.groups = check_int(owner, "groups", groups, 1)
+        self.stride, self.padding, self.dilation, self.groups = check_conv_options(
+            owner, self.in_channels, self.out_channels, stride, padding, dilation, groups)
         self.padding_mode = check_choice(owner, "padding_mode", padding_mode, PAD_MODES)
-        if isinstance(padding, str):
-            check_choice(owner, "padding", padding, ("same", "valid"))
-            if padding == "same" and self.stride != (1, 1):
-                raise ValueError(f"{owner}: padding='same' needs stride=1, got "
-                                 f"stride={self.stride}")
-            self.padding: Any = padding
-        else:
-            self.padding = check_pair(owner, "padding", padding, 0)
-        if self.in_channels % self.groups:
-            raise ValueError(f"{owner}: groups={self.groups} must divide "
-                             f"in_channels={self.in_channels}")
-        if self.out_channels % self.groups:
-            raise ValueError(f"{owner}: groups={self.groups} must divide "
-                             f"out_channels={self.out_channels}")
 
     @property
     def kernel_shape(self) -> tuple[int, int, int, int]:
@@ -90,17 +76,16 @@ class ConvOptions:
         return self.in_channels // self.groups * self.kernel_size[0] * self.kernel_size[1]
 
     def explicit_pad(self, x: Tensor) -> tuple[Tensor, Any]:
-        """For a non-zeros padding mode, pad x here and let the conv use no padding."""
+        """For a non-zeros padding mode, pad x here in that mode and let the conv use no
+        padding. "same" and "tf_same" pad as they would with zeros (for "tf_same": from x's
+        size), only the values differ."""
         if self.padding_mode == "zeros":
             return x, self.padding
-        if self.padding == "valid":
+        x = check_tensor(self.owner, "x", x, ndim=4)
+        top, bottom, left, right = resolve_padding(self.padding, self.kernel_size, self.stride,
+                                                   self.dilation, tuple(x.shape[-2:]))
+        if top == bottom == left == right == 0:
             return x, 0
-        if self.padding == "same":
-            top, bottom, left, right = resolve_padding(
-                "pad", "same", self.kernel_size, self.stride, self.dilation)
-        else:
-            top = bottom = self.padding[0]
-            left = right = self.padding[1]
         return F.pad(x, (left, right, top, bottom), self.padding_mode), 0
 
     def describe(self) -> str:
@@ -118,7 +103,10 @@ class ConvOptions:
 
 
 class Conv2d(Module):
-    """A static 2-D convolution with PyTorch's arguments and initialisation."""
+    """A static 2-D convolution with PyTorch's arguments and initialisation.
+
+    ``padding`` also takes "tf_same": TensorFlow's "SAME" for any stride (see
+    :func:`minicond.functional.conv2d`); "same" is PyTorch's, stride 1 only."""
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: Any, stride: Any = 1,
                  padding: Any = 0, dilation: Any = 1, groups: int = 1, bias: bool = True,
