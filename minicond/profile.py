@@ -1,7 +1,8 @@
 """Counting multiply-adds (MACs) per image, the cost measure of the CondConv paper.
 
 Layer: beside ``train.py``, above ``nn``. :func:`count_macs` runs one image through the model
-in eval mode and, for every layer called, counts from the shapes it actually saw:
+in eval mode, watching every layer through forward hooks (removed again afterwards), and, for
+every layer called, counts from the shapes it actually saw:
 
     Conv2d       Cout·Ho·Wo · (Cin/g)·kh·kw
     CondConv2d   the same single convolution, plus mixing the experts into one kernel,
@@ -156,34 +157,35 @@ def count_macs(model: nn.Module, input_shape: tuple[int, ...], backend: Any = No
     report = MacReport()
     depth = [0]  # > 0 while inside an opaque layer
     names = {id(m): name for name, m in model.named_modules()}
-    wrapped: list[Any] = []
+    handles: list[Any] = []
 
-    def wrap(module: Any, kind: str, rule: Rule) -> None:
-        original = module.forward
+    def watch(module: Any, kind: str, rule: Rule) -> None:
+        opaque = kind in _OPAQUE
+        outer = [False]  # whether the call in progress started outside every opaque layer
 
-        def counted(*args: Any, **kwargs: Any) -> Any:
-            outer = depth[0] == 0
-            if kind in _OPAQUE:
+        def before(module: Any, args: tuple[Any, ...]) -> None:
+            outer[0] = depth[0] == 0
+            if opaque:
                 depth[0] += 1
-            try:
-                y = original(*args, **kwargs)
-            finally:
-                if kind in _OPAQUE:
-                    depth[0] -= 1
-            if outer:
+
+        def after(module: Any, args: tuple[Any, ...], y: Any) -> None:
+            if opaque:
+                depth[0] -= 1
+            if outer[0]:
                 report.layers.append(LayerMacs(names.get(id(module), "") or kind, kind,
                                                int(rule(module, args[0], y)), y.shape))
-            return y
 
-        object.__setattr__(module, "forward", counted)
-        wrapped.append(module)
+        handles.append(module.register_forward_pre_hook(before))
+        handles.append(module.register_forward_hook(after))
 
-    unique = {id(m): m for m in model.modules()}.values()  # a shared layer is wrapped once
+    unique = {id(m): m for m in model.modules()}.values()  # a shared layer is watched once
     for module in unique:
         entry = next(((k, r) for cls, (k, r) in rules.items() if type(module) is cls), None)
         if entry is not None:
-            wrap(module, *entry)
+            watch(module, *entry)
         elif module._parameters and any(p is not None for p in module._parameters.values()):
+            for handle in handles:
+                handle.remove()
             raise ValueError(f"count_macs: no MAC rule for {type(module).__name__} (it holds "
                              "parameters); add one to minicond.profile")
     was_training = [(m, m.training) for m in unique]
@@ -198,8 +200,8 @@ def count_macs(model: nn.Module, input_shape: tuple[int, ...], backend: Any = No
         with no_grad():
             model(x)
     finally:
-        for module in wrapped:
-            del module.__dict__["forward"]
+        for handle in handles:
+            handle.remove()
         for m, mode in was_training:
             object.__setattr__(m, "training", mode)
     return report

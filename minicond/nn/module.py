@@ -7,7 +7,8 @@ buffers are found by name, which gives ``named_parameters()``, ``state_dict()`` 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import itertools
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -28,6 +29,27 @@ class Parameter(Tensor):
         return "Parameter containing:\n" + super().__repr__()
 
 
+_hook_ids = itertools.count()
+
+
+class RemovableHandle:
+    """What ``register_forward_hook``/``register_forward_pre_hook`` return: ``remove()``
+    takes the hook off again (also as a context manager, on leaving the ``with`` block)."""
+
+    def __init__(self, hooks: dict[int, Callable[..., Any]], hook_id: int) -> None:
+        self._hooks = hooks
+        self.id = hook_id
+
+    def remove(self) -> None:
+        self._hooks.pop(self.id, None)
+
+    def __enter__(self) -> RemovableHandle:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.remove()
+
+
 class Module:
     """Base class of layers; subclasses set attributes in ``__init__`` and define forward."""
 
@@ -35,6 +57,8 @@ class Module:
         object.__setattr__(self, "_parameters", {})
         object.__setattr__(self, "_modules", {})
         object.__setattr__(self, "_buffers", {})
+        object.__setattr__(self, "_forward_pre_hooks", {})
+        object.__setattr__(self, "_forward_hooks", {})
         object.__setattr__(self, "training", True)
 
     def __setattr__(self, name: str, value: Any) -> None:
@@ -178,7 +202,38 @@ class Module:
         raise NotImplementedError(f"{type(self).__name__} does not define forward()")
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        return self.forward(*args, **kwargs)
+        for hook in list(self._forward_pre_hooks.values()):
+            result = hook(self, args)
+            if result is not None:
+                args = result if isinstance(result, tuple) else (result,)
+        output = self.forward(*args, **kwargs)
+        for hook in list(self._forward_hooks.values()):
+            result = hook(self, args, output)
+            if result is not None:
+                output = result
+        return output
+
+    # --- hooks --------------------------------------------------------------------------------
+    def register_forward_pre_hook(self, hook: Callable[..., Any]) -> RemovableHandle:
+        """Call ``hook(module, args)`` before every ``forward``; ``args`` is the tuple of
+        positional inputs. A hook that returns something other than None replaces them (a
+        single value is taken as a one-element tuple). Keyword arguments reach ``forward``
+        unchanged and are not shown to the hook, as in PyTorch."""
+        return self._add_hook("register_forward_pre_hook", self._forward_pre_hooks, hook)
+
+    def register_forward_hook(self, hook: Callable[..., Any]) -> RemovableHandle:
+        """Call ``hook(module, args, output)`` after every ``forward``; a hook that returns
+        something other than None replaces the output. Hooks run in the order registered."""
+        return self._add_hook("register_forward_hook", self._forward_hooks, hook)
+
+    @staticmethod
+    def _add_hook(fn: str, hooks: dict[int, Callable[..., Any]],
+                  hook: Callable[..., Any]) -> RemovableHandle:
+        if not callable(hook):
+            raise TypeError(f"{fn}: hook must be callable, got {type(hook).__name__}")
+        hook_id = next(_hook_ids)
+        hooks[hook_id] = hook
+        return RemovableHandle(hooks, hook_id)
 
     def extra_repr(self) -> str:
         return ""
