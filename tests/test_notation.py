@@ -20,7 +20,8 @@ TABLE_PAGE = MATH / "README.md"
 # LaTeX that is markup or an operator, not a symbol of the notation
 MARKUP = {
     "frac", "sum", "textstyle", "qquad", "quad", "begin", "end", "aligned", "left", "right",
-    "lfloor", "rfloor", "cdot", "cdots", "dots", "top", "partial", "Big", "big", "bigl",
+    "lfloor", "rfloor", "lceil", "rceil", "cdot", "cdots", "dots", "top", "partial", "Big",
+    "big", "bigl",
     "bigr", "Bigl", "Bigr", "times", "in", "le", "ge", "odot", "langle", "rangle", "mathrel",
     "leftarrow", "tfrac", "lvert", "rvert", "bmod", "max", "min", "exp", "log", "mean",
     "sqrt", "approx", "text", "operatorname", "mathrm", "hat", "tilde", "bar", "prime", "to",
