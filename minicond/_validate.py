@@ -62,3 +62,23 @@ def check_choice(fn: str, name: str, value: Any, choices: tuple[str, ...]) -> st
         raise ValueError(f"{fn}: {name}={value!r} is not supported; expected one of "
                          f"{', '.join(map(repr, choices))}")
     return value
+
+
+def check_layer_input(owner: str, x: Any, ndim: int, axis: int, channels_name: str,
+                      channels: int, reference: Any):
+    """The input of a layer: a Tensor of ``ndim`` axes whose axis ``axis`` has ``channels``
+    entries, on the backend and in the dtype of the layer's parameter ``reference``. Errors
+    name the layer and its own argument (``in_channels=3``), not a function inside it."""
+    x = check_tensor(owner, "x", x, ndim=ndim)
+    if x.shape[axis] != channels:
+        raise ValueError(f"{owner}: x has shape {x.shape}, whose axis {axis % ndim} has "
+                         f"{x.shape[axis]} entries; expected {channels_name}={channels}")
+    if reference is not None:
+        if x.backend is not reference.backend:
+            raise ValueError(f"{owner}: x is on backend {x.backend.name!r} but the layer's "
+                             f"parameters are on {reference.backend.name!r}; move one of them "
+                             "with .to(backend)")
+        if x.dtype != reference.dtype:
+            raise TypeError(f"{owner}: x has dtype {x.dtype} but the layer's parameters are "
+                            f"{reference.dtype}; convert one of them with .to(dtype=...)")
+    return x

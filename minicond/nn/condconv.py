@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from .. import functional as F
-from .._validate import check_choice, check_float, check_int, check_tensor
+from .._validate import check_choice, check_float, check_int, check_layer_input
 from ..tensor import Tensor
 from .init import default_bound, uniform
 from .layers import ConvOptions, Dropout, Linear
@@ -44,6 +44,8 @@ class Router(Module):
         return self.fc(self.dropout(F.global_avg_pool2d(x)))
 
     def forward(self, x: Tensor) -> Tensor:
+        check_layer_input("Router", x, 4, 1, "in_channels", self.fc.in_features,
+                          self.fc.weight)
         z = self.logits(x)
         if self.routing == "sigmoid":
             return F.sigmoid(z)
@@ -84,7 +86,7 @@ class CondConv2d(Module):
 
     def forward(self, x: Tensor, routing_weights: Tensor | None = None) -> Tensor:
         o = self.options
-        check_tensor("CondConv2d", "x", x, ndim=4)
+        check_layer_input("CondConv2d", x, 4, 1, "in_channels", o.in_channels, self.weight)
         if routing_weights is None:
             routing_weights = self.routing(x)
         x, padding = o.explicit_pad(x)

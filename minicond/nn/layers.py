@@ -9,7 +9,14 @@ from __future__ import annotations
 from typing import Any
 
 from .. import functional as F
-from .._validate import check_choice, check_float, check_int, check_pair, check_tensor
+from .._validate import (
+    check_choice,
+    check_float,
+    check_int,
+    check_layer_input,
+    check_pair,
+    check_tensor,
+)
 from ..functional.conv import check_conv_options, resolve_padding
 from ..functional.pad import PAD_MODES
 from ..tensor import Tensor
@@ -31,6 +38,11 @@ class Linear(Module):
             "bias", Parameter(uniform((out_features,), bound, dtype, backend)) if bias else None)
 
     def forward(self, x: Tensor) -> Tensor:
+        x = check_tensor("Linear", "x", x)
+        if x.ndim == 0:
+            raise ValueError("Linear: x must have at least one axis, got a 0-d tensor")
+        check_layer_input("Linear", x, x.ndim, -1, "in_features", self.in_features,
+                          self.weight)
         return F.linear(x, self.weight, self.bias)
 
     def extra_repr(self) -> str:
@@ -121,6 +133,7 @@ class Conv2d(Module):
 
     def forward(self, x: Tensor) -> Tensor:
         o = self.options
+        check_layer_input("Conv2d", x, 4, 1, "in_channels", o.in_channels, self.weight)
         x, padding = o.explicit_pad(x)
         return F.conv2d(x, self.weight, self.bias, o.stride, padding, o.dilation, o.groups)
 
