@@ -1,12 +1,16 @@
 """The explain walkthrough: every step present and in order, every check passing on drawn
-configurations and backends, checks that can fail, Markdown output, --step, the command line."""
+configurations and backends, checks that can fail, Markdown output, --step, --only, --graph,
+the slices printed beside summaries, the command line, and the step table against
+docs/code_tour.md."""
 
 from __future__ import annotations
 
 import argparse
 import io
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,13 +18,18 @@ from hypothesis import given
 from hypothesis import strategies as st
 from strategies import fixture_settings
 
+from minicond.backends.table import KERNELS
 from minicond.explain import (
+    STEP_TABLE,
     Agreement,
+    code_tour_rows,
     explain,
     finite_difference_check,
     main,
     register,
 )
+
+ROOT = Path(__file__).resolve().parent.parent
 
 FORWARD = ["global average pool", "routing logits", "routing weights", "mixed kernel",
            "convolution as im2col + GEMM", "loss"]
@@ -202,3 +211,88 @@ def test_module_runs_standalone() -> None:
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().splitlines()[-1].startswith("verdict: every step")
+
+
+def test_slices_are_printed_as_numbers_beside_summaries() -> None:
+    out = io.StringIO()
+    walk = explain(file=out)
+    text = out.getvalue()
+    mix = walk.steps[3]
+    (_, _, W), (_, _, K) = mix.arrays
+    r = walk.steps[2].arrays[0][2]
+    assert W.size > 64 and "108 values: min" in text      # the experts are summarised...
+    labels = [label for _, label, _ in mix.slices]
+    assert labels[0].startswith("Θ[:, 0, 0]") and labels[1].startswith("K[0, 0, 0]")
+    # ...and beside the summary, a slice of them as numbers, which really is that slice
+    np.testing.assert_array_equal(mix.slices[0][2], W[:, 0, 0])
+    np.testing.assert_allclose(mix.slices[1][2], np.einsum("e,eij->ij", r[0], W[:, 0, 0]))
+    assert f"{W[1, 0, 0, 2, 1]:.4f}" in text.split("K [B, Cout")[0].split("Θ[:, 0, 0]")[1]
+    conv = walk.steps[4]
+    window = conv.slices[0][2]
+    x = walk.steps[0].arrays[0][2]
+    assert window.shape == (2, 3, 3)                      # [Cin, kh, kw] at the defaults
+    np.testing.assert_array_equal(window[:, 0, :], 0.0)   # padding = 1: the top row is zero
+    np.testing.assert_array_equal(window[:, 1:, 1:], x[0, :, :2, :2])
+    gK_step = walk.steps[7]
+    assert gK_step.slices[0][1] == "gK[0, 0]" and "gK[0, 0] =" in text
+    # an array small enough to print whole gets no slice
+    assert "x[0, 0] =" not in text and "r[0] =" not in text
+
+
+def test_only_prints_one_step(capsys) -> None:
+    out = io.StringIO()
+    walk = explain(only=8, file=out, size=3, fd_elements=4)
+    text = out.getvalue()
+    assert "backward 8/14: weight gradient of the mixed kernel" in text
+    assert text.count("── ") == 1 and "verdict:" not in text
+    assert walk.passed and len(walk.steps) == 14           # every step still checked
+    for bad in (0, 15):
+        with pytest.raises(ValueError, match=f"only={bad} must be a step number from 1 to 14"):
+            explain(only=bad, quiet=True)
+    assert main(["--only", "1", "--size", "3", "--experts", "2"]) == 0
+    printed = capsys.readouterr().out
+    assert "forward 1/14: global average pool" in printed and "forward 2/14" not in printed
+    assert main(["--only", "99"]) == 2
+
+
+def test_graph_draws_the_layer(tmp_path, capsys) -> None:
+    target = tmp_path / "layer.dot"
+    assert main(["--size", "3", "--experts", "2", "--graph", str(target)]) == 0
+    dot = target.read_text(encoding="utf-8")
+    for label in ("x\\n[2, 2, 3, 3]", "weight\\n[2, 2, 2, 3, 3]", "routing.fc.weight",
+                  "GlobalAvgPool2d", "Linear", "Sigmoid", "CondConv2d"):
+        assert label in dot, label
+    assert dot.count("‖grad‖") == 5                      # x and the four parameters
+    assert f"to {target}" in capsys.readouterr().out
+    walk = explain(size=3, num_experts=2, quiet=True)
+    assert walk.graph() == dot
+    assert main(["--graph", str(tmp_path / "layer.jpeg")]) == 2
+    assert "must end in one of .svg" in capsys.readouterr().err
+
+
+def _code_tour_section() -> list[str]:
+    page = (ROOT / "docs" / "code_tour.md").read_text(encoding="utf-8")
+    section = page.split("## The explain walkthrough", 1)[1].split("\n## ", 1)[0]
+    return [line for line in section.splitlines()
+            if line.startswith("| ") and not line.startswith(("| step |", "| --- |"))]
+
+
+def test_code_tour_carries_the_step_table() -> None:
+    assert _code_tour_section() == code_tour_rows(), (
+        "docs/code_tour.md's explain table differs from minicond/explain.py's STEP_TABLE; "
+        "paste minicond.explain.code_tour_rows() into the page")
+
+
+def test_every_code_pointer_exists() -> None:
+    for info in STEP_TABLE:
+        for path, names in info.code:
+            source = (ROOT / path).read_text(encoding="utf-8")
+            for name in names.split(", "):
+                name = name.split(" (")[0]
+                *owner, member = name.split(".")
+                for part, kind in [*((o, "class") for o in owner),
+                                   (member, "class" if member[0].isupper() else "def")]:
+                    assert re.search(rf"^\s*{kind} {part}\b", source, re.M), (info.key, path,
+                                                                              name)
+        for kernel in info.kernels:
+            assert kernel in KERNELS, (info.key, kernel)
