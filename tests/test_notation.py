@@ -129,10 +129,13 @@ BANNED = [r"W_e\b", r"W_\{e", r"\bp_b\b", r"p_\{b", r"\+ c\b", r"\$g\$", r"\bg_b
           r"\bu,\s*v\b", r"Cin/g\b", r"Cout/g\b", r"\\sum_\{i,j\} g"]
 
 
-@pytest.mark.parametrize("page", PAGES + [ROOT / "README.md", ROOT / "docs" / "code_tour.md",
-                                          ROOT / "docs" / "index.md"], ids=lambda p: p.name)
+DOC_PAGES = PAGES + [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+
+
+@pytest.mark.parametrize("page", DOC_PAGES, ids=lambda p: str(p.relative_to(ROOT)))
 def test_removed_clashes_stay_gone(page: Path) -> None:
     text = re.sub(r"```.*?```", "", page.read_text(encoding="utf-8"), flags=re.S)
     for pattern in BANNED:
         match = re.search(pattern, text)
-        assert match is None, f"{page.name}: {match.group(0)!r} uses an old symbol"
+        assert match is None, (f"{page.relative_to(ROOT)}: {match.group(0)!r} uses an old "
+                               "symbol; see the notation table in docs/math/README.md")
