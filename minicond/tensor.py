@@ -244,6 +244,9 @@ class Tensor:
     def sigmoid(self) -> Tensor:
         return F.Sigmoid.apply(self)
 
+    def tanh(self) -> Tensor:
+        return F.Tanh.apply(self)
+
     def sum(self, dim: Any = None, keepdim: bool = False) -> Tensor:
         return F.sum(self, dim, keepdim)
 

@@ -177,6 +177,25 @@ def test_unary_elementwise(other, limit, dtype, data, p):
     agree(other, "power", (positive, p), dtype)
 
 
+@covers("maximum", "minimum", "log1p", "tanh", "erf")
+@fixture_settings
+@given(data=st.data())
+def test_activation_maps(other, limit, dtype, data):
+    sa, sb = data.draw(broadcast_pairs(limit))
+    rng = np.random.default_rng(data.draw(st.integers(0, 99)))
+    # a coarse grid makes ties, where maximum/minimum must pick the same value
+    a, b = np.round(2 * rng.standard_normal(sa)), np.round(2 * rng.standard_normal(sb))
+    a.flat[:1] = np.nan                               # NaN wins on either side
+    agree(other, "maximum", (a, b), dtype, exact=True)
+    agree(other, "minimum", (b, a), dtype, exact=True)
+    x = 4 * rng.standard_normal(sa)
+    x.flat[:1] = 0.0
+    for name in ("tanh", "erf"):
+        agree(other, name, (x,), dtype)
+        agree(other, name, (40 * x,), dtype)          # saturated at ±1
+    agree(other, "log1p", (np.abs(x) - 0.9,), dtype)  # arguments in (−1, ∞)
+
+
 # --- reductions and shape ----------------------------------------------------------------
 
 @covers("sum", "max", "argmax")

@@ -56,10 +56,13 @@ from .numpy_ref import (  # noqa: F401 - re-exported as this backend's kernels
     full,
     gt,
     log,
+    log1p,
     log_softmax,
     log_softmax_backward,
     matmul,
     max,
+    maximum,
+    minimum,
     mul,
     neg,
     permute,
@@ -73,6 +76,7 @@ from .numpy_ref import (  # noqa: F401 - re-exported as this backend's kernels
     sub,
     sum,
     take_rows,
+    tanh,
     to_numpy,
 )
 from .table import conv_output_size
@@ -705,6 +709,23 @@ def mix_experts_backward(r, W, gK):
     gr = gK_flat @ W_flat.T                                  # gr_be = ⟨gK_b, W_e⟩
     gW = (np.ascontiguousarray(r.T) @ gK_flat).reshape(W.shape)  # gW_e = Σ_b r_be gK_b
     return gr, gW
+
+
+# --- elementwise ---------------------------------------------------------------------------------
+
+@njit(cache=True, nogil=True)
+def _erf_kernel(a, out):
+    for k in range(a.shape[0]):
+        out[k] = math.erf(a[k])
+
+
+def erf(a):
+    # The one elementwise map NumPy lacks: compiled here rather than NumPy's per-element
+    # Python call in numpy_ref.
+    out = np.empty(a.shape, dtype=a.dtype)
+    if out.size:
+        _erf_kernel(np.ascontiguousarray(a).reshape(-1), out.reshape(-1))
+    return out
 
 
 # --- rows --------------------------------------------------------------------------------------

@@ -246,6 +246,9 @@ def _scalar_ops(dtype) -> dict[str, Callable]:
         "exp": device(lambda x: math.exp(x)),
         "log": device(lambda x: math.log(x)),
         "sqrt": device(lambda x: math.sqrt(x)),
+        "log1p": device(lambda x: math.log1p(x)),
+        "tanh": device(lambda x: math.tanh(x)),
+        "erf": device(lambda x: math.erf(x)),
         # NaN stays NaN, like np.maximum
         "relu": device(lambda x: zero if x < zero else x),
         "power": device(lambda x, p: math.pow(x, p)),
@@ -264,8 +267,13 @@ def _scalar_ops(dtype) -> dict[str, Callable]:
         # NaN wins, as in np.max: once acc is NaN, y > acc is false forever
         return y if (y > x or y != y) else x
 
+    @cuda.jit(device=True, inline=True)
+    def minimum(x, y):
+        return y if (y < x or y != y) else x
+
     ops["sigmoid"] = sigmoid
     ops["maximum"] = maximum
+    ops["minimum"] = minimum
     return ops
 
 
@@ -451,6 +459,14 @@ def eq(a, b):
     return _zip("eq", a, b)
 
 
+def maximum(a, b):
+    return _zip("maximum", a, b)
+
+
+def minimum(a, b):
+    return _zip("minimum", a, b)
+
+
 def neg(a):
     return _map("neg", a)
 
@@ -465,6 +481,18 @@ def log(a):
 
 def sqrt(a):
     return _map("sqrt", a)
+
+
+def log1p(a):
+    return _map("log1p", a)
+
+
+def tanh(a):
+    return _map("tanh", a)
+
+
+def erf(a):
+    return _map("erf", a)
 
 
 def relu(a):

@@ -8,6 +8,8 @@ transposes of those two linear maps.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from .table import conv_output_size
@@ -95,6 +97,27 @@ def sigmoid(a):
 
 def power(a, p):
     return (a ** a.dtype.type(p)).astype(a.dtype)
+
+
+def maximum(a, b):
+    return np.maximum(a, b)
+
+
+def minimum(a, b):
+    return np.minimum(a, b)
+
+
+def log1p(a):
+    return np.log1p(a)
+
+
+def tanh(a):
+    return np.tanh(a)
+
+
+def erf(a):
+    # NumPy has no erf; the standard library's, applied elementwise, is the readable oracle.
+    return np.vectorize(math.erf, otypes=[a.dtype])(a).reshape(a.shape)
 
 
 # --- reductions and shape --------------------------------------------------------------------

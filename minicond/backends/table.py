@@ -22,8 +22,10 @@ Creation and transfer
     ``dropout_mask(shape, p, dtype, seed)``  0 with probability ``p``, else ``1/(1-p)``
 
 Elementwise (binary kernels broadcast like NumPy)
-    ``add sub mul div gt eq`` (a, b);  ``neg exp log sqrt relu sigmoid`` (a);  ``power(a, p)``
-    ``gt``/``eq`` return 1.0 where true and 0.0 elsewhere, in the inputs' dtype.
+    ``add sub mul div gt eq maximum minimum`` (a, b);  ``power(a, p)``
+    ``neg exp log log1p sqrt relu sigmoid tanh erf`` (a)
+    ``gt``/``eq`` return 1.0 where true and 0.0 elsewhere, in the inputs' dtype;
+    ``maximum``/``minimum`` return NaN where either input is NaN (as NumPy's).
 
 Reductions and shape
     ``sum(a, axes, keepdims)``, ``max(a, axes, keepdims)``, ``argmax(a, axis)`` (int64)
@@ -57,7 +59,7 @@ KERNELS: tuple[str, ...] = (
     "from_numpy", "to_numpy", "full", "astype", "dropout_mask",
     # elementwise
     "add", "sub", "mul", "div", "gt", "eq", "neg", "exp", "log", "sqrt", "relu", "sigmoid",
-    "power",
+    "power", "maximum", "minimum", "log1p", "tanh", "erf",
     # reductions and shape
     "sum", "max", "argmax", "reshape", "permute", "broadcast_to", "take_rows",
     "scatter_add_rows",

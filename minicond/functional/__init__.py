@@ -5,7 +5,20 @@ arguments in Python, then applies its Function, whose docstring states the forwa
 and the hand-derived gradient.
 """
 
-from .activation import SiLU, silu
+from .activation import (
+    GELU,
+    Hardswish,
+    LeakyReLU,
+    SiLU,
+    Softplus,
+    Tanh,
+    gelu,
+    hardswish,
+    leaky_relu,
+    silu,
+    softplus,
+    tanh,
+)
 from .basic import (
     Add,
     Amax,
@@ -44,7 +57,19 @@ from .basic import (
 )
 from .condconv import CondConv2d, MixExperts, cond_conv2d, mix_experts
 from .conv import Conv2d, conv2d
-from .loss import CrossEntropy, MSELoss, cross_entropy, mse_loss
+from .elementwise import Maximum, Minimum, maximum, minimum
+from .loss import (
+    BCEWithLogits,
+    CrossEntropy,
+    L1Loss,
+    MSELoss,
+    NLLLoss,
+    binary_cross_entropy_with_logits,
+    cross_entropy,
+    l1_loss,
+    mse_loss,
+    nll_loss,
+)
 from .normalization import BatchNorm, batch_norm
 from .pad import PAD_MODES, Pad, pad
 from .pooling import AvgPool2d, MaxPool2d, adaptive_avg_pool2d, avg_pool2d, max_pool2d
@@ -60,4 +85,7 @@ __all__ = [
     "AvgPool2d", "BatchNorm", "CrossEntropy", "MSELoss", "MaxPool2d", "SiLU",
     "adaptive_avg_pool2d", "avg_pool2d", "batch_norm", "cross_entropy", "max_pool2d",
     "mse_loss", "silu",
+    "BCEWithLogits", "GELU", "Hardswish", "L1Loss", "LeakyReLU", "Maximum", "Minimum",
+    "NLLLoss", "Softplus", "Tanh", "binary_cross_entropy_with_logits", "gelu", "hardswish",
+    "l1_loss", "leaky_relu", "maximum", "minimum", "nll_loss", "softplus", "tanh",
 ]

@@ -1,20 +1,37 @@
 """Layers with parameters (``torch.nn``-like): Module, Parameter, Linear, Conv2d, Dropout,
-Router and CondConv2d; activations, pooling, BatchNorm2d, Sequential, Flatten, and the
-MBConv blocks (CondConvBlock with one shared router, MBConvBlock its static twin).
+Router and CondConv2d; activations, pooling, BatchNorm2d, containers (Sequential, ModuleList,
+ModuleDict), Flatten, Identity, loss modules, and the MBConv blocks (CondConvBlock with one
+shared router, MBConvBlock its static twin).
 
 Layer: above ``functional``.
 """
 
 from . import init
-from .activation import ReLU, Sigmoid, SiLU
+from .activation import (
+    GELU,
+    Hardswish,
+    Identity,
+    LeakyReLU,
+    LogSoftmax,
+    ReLU,
+    Sigmoid,
+    SiLU,
+    Softmax,
+    Softplus,
+    Tanh,
+)
 from .batchnorm import BatchNorm2d
 from .blocks import CondConvBlock, MBConvBlock
 from .condconv import CondConv2d, Router
-from .container import Flatten, Sequential
+from .container import Flatten, ModuleDict, ModuleList, Sequential
 from .layers import Conv2d, Dropout, Linear
+from .loss import BCEWithLogitsLoss, CrossEntropyLoss, L1Loss, MSELoss, NLLLoss
 from .module import Module, Parameter
 from .pooling import AdaptiveAvgPool2d, AvgPool2d, MaxPool2d
 
 __all__ = ["CondConv2d", "Conv2d", "Dropout", "Linear", "Module", "Parameter", "Router", "init",
            "AdaptiveAvgPool2d", "AvgPool2d", "BatchNorm2d", "CondConvBlock", "Flatten",
-           "MBConvBlock", "MaxPool2d", "ReLU", "Sequential", "SiLU", "Sigmoid"]
+           "MBConvBlock", "MaxPool2d", "ReLU", "Sequential", "SiLU", "Sigmoid",
+           "BCEWithLogitsLoss", "CrossEntropyLoss", "GELU", "Hardswish", "Identity", "L1Loss",
+           "LeakyReLU", "LogSoftmax", "MSELoss", "ModuleDict", "ModuleList", "NLLLoss",
+           "Softmax", "Softplus", "Tanh"]

@@ -1,4 +1,4 @@
-"""Containers and reshaping layers: Sequential and Flatten.
+"""Containers and reshaping layers: Sequential, ModuleList, ModuleDict and Flatten.
 
 Layer: ``nn``.
 """
@@ -6,7 +6,7 @@ Layer: ``nn``.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from .. import functional as F
@@ -87,3 +87,149 @@ class Flatten(Module):
 
     def extra_repr(self) -> str:
         return f"start_dim={self.start_dim}, end_dim={self.end_dim}"
+
+
+class ModuleList(Module):
+    """A list of modules whose parameters the parent sees (``torch.nn.ModuleList``); children
+    are named ``"0"``, ``"1"``, … in order. It has no forward: the parent decides how to call
+    its entries."""
+
+    def __init__(self, modules: Iterable[Module] | None = None) -> None:
+        super().__init__()
+        if modules is not None:
+            self.extend(modules)
+
+    @staticmethod
+    def _check(module: Any, where: str) -> Module:
+        if not isinstance(module, Module):
+            raise TypeError(f"ModuleList: {where} is a {type(module).__name__}; expected a "
+                            "Module")
+        return module
+
+    def _index(self, index: Any) -> int:
+        n = len(self)
+        i = check_int("ModuleList", "index", index, -(2**63))
+        if not -n <= i < n:
+            raise IndexError(f"ModuleList: index {index} is out of range for {n} modules")
+        return i % n
+
+    def _renumber(self, modules: list[Module]) -> None:
+        self._modules.clear()
+        for i, m in enumerate(modules):
+            self._modules[str(i)] = m
+
+    def append(self, module: Module) -> ModuleList:
+        self._modules[str(len(self))] = self._check(module, f"entry {len(self)}")
+        return self
+
+    def extend(self, modules: Iterable[Module]) -> ModuleList:
+        if isinstance(modules, Module) and not isinstance(modules, ModuleList):
+            raise TypeError("ModuleList.extend: modules must be an iterable of Modules, got "
+                            f"a single {type(modules).__name__}; use append")
+        for m in list(modules):
+            self.append(m)
+        return self
+
+    def insert(self, index: int, module: Module) -> None:
+        modules = list(self)
+        i = check_int("ModuleList", "index", index, -(2**63))
+        modules.insert(i, self._check(module, f"entry {index}"))
+        self._renumber(modules)
+
+    def __len__(self) -> int:
+        return len(self._modules)
+
+    def __iter__(self) -> Iterator[Module]:
+        return iter(list(self._modules.values()))
+
+    def __iadd__(self, modules: Iterable[Module]) -> ModuleList:
+        return self.extend(modules)
+
+    def __getitem__(self, index: int | slice) -> Any:
+        if isinstance(index, slice):
+            return ModuleList(list(self)[index])
+        return self._modules[str(self._index(index))]
+
+    def __setitem__(self, index: int, module: Module) -> None:
+        i = self._index(index)
+        self._modules[str(i)] = self._check(module, f"entry {index}")
+
+    def __delitem__(self, index: int | slice) -> None:
+        modules = list(self)
+        if isinstance(index, slice):
+            del modules[index]
+        else:
+            del modules[self._index(index)]
+        self._renumber(modules)
+
+
+class ModuleDict(Module):
+    """A dict of modules by name, in insertion order (``torch.nn.ModuleDict``); its entries'
+    parameters appear as ``"<key>.<name>"``. It has no forward."""
+
+    def __init__(self, modules: Mapping[str, Module] | Iterable[tuple[str, Module]] | None
+                 = None) -> None:
+        super().__init__()
+        if modules is not None:
+            self.update(modules)
+
+    @staticmethod
+    def _key(key: Any) -> str:
+        if not isinstance(key, str):
+            raise TypeError(f"ModuleDict: key {key!r} must be a str")
+        if not key or "." in key:
+            raise ValueError(f"ModuleDict: key {key!r} must be a non-empty name without '.' "
+                             "(dots separate names in state_dict keys)")
+        if key in Module.__dict__ or key in ModuleDict.__dict__ or key == "training":
+            raise ValueError(f"ModuleDict: key {key!r} would hide the attribute of that name")
+        return key
+
+    def __setitem__(self, key: str, module: Module) -> None:
+        key = self._key(key)
+        if not isinstance(module, Module):
+            raise TypeError(f"ModuleDict: entry {key!r} is a {type(module).__name__}; "
+                            "expected a Module")
+        self._modules[key] = module
+
+    def __getitem__(self, key: str) -> Module:
+        if key not in self._modules:
+            raise KeyError(f"ModuleDict: no entry {key!r}; entries are {list(self._modules)}")
+        return self._modules[key]
+
+    def __delitem__(self, key: str) -> None:
+        self[key]  # noqa: B018 - the KeyError with the entries listed
+        del self._modules[key]
+
+    def __len__(self) -> int:
+        return len(self._modules)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(list(self._modules))
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._modules
+
+    def keys(self) -> list[str]:
+        return list(self._modules)
+
+    def values(self) -> list[Module]:
+        return list(self._modules.values())
+
+    def items(self) -> list[tuple[str, Module]]:
+        return list(self._modules.items())
+
+    def pop(self, key: str) -> Module:
+        module = self[key]
+        del self._modules[key]
+        return module
+
+    def clear(self) -> None:
+        self._modules.clear()
+
+    def update(self, modules: Mapping[str, Module] | Iterable[tuple[str, Module]]) -> None:
+        pairs = modules.items() if isinstance(modules, Mapping) else modules
+        for pair in pairs:
+            if not (isinstance(pair, (tuple, list)) and len(pair) == 2):
+                raise TypeError(f"ModuleDict.update: expected a mapping or (key, module) "
+                                f"pairs, got the entry {pair!r}")
+            self[pair[0]] = pair[1]

@@ -137,6 +137,25 @@ class Module:
     def eval(self) -> Module:
         return self.train(False)
 
+    def apply(self, fn: Callable[[Module], Any]) -> Module:
+        """Call ``fn`` on every submodule, children before their parent, then on ``self``
+        (as ``torch.nn.Module.apply``; e.g. a custom initialisation)."""
+        if not callable(fn):
+            raise TypeError(f"apply: fn must be callable, got {type(fn).__name__}")
+        for m in self.children():
+            m.apply(fn)
+        fn(self)
+        return self
+
+    def requires_grad_(self, requires_grad: bool = True) -> Module:
+        """Set ``requires_grad`` on every parameter: ``False`` freezes this module (no
+        gradient is computed for it; optimizers skip parameters whose grad is None)."""
+        if not isinstance(requires_grad, bool):
+            raise TypeError(f"requires_grad_: requires_grad={requires_grad!r} must be a bool")
+        for p in self.parameters():
+            p.requires_grad_(requires_grad)
+        return self
+
     def zero_grad(self) -> None:
         for p in self.parameters():
             p.grad = None
