@@ -1,7 +1,13 @@
 """Time CondConv2d in minicond against PyTorch, side by side, in one process.
 
-CPU (the default): float32, 3×3 kernels, padding 1, routing with a sigmoid in eval mode, the
-same thread count for everyone (``--threads``, default 2). Variants:
+CPU (the default): float32, padding k//2, routing with a sigmoid in eval mode, the same thread
+count for everyone (``--threads``, default 2). A configuration is a row of the grid
+
+    B, Cin[:Cout], HW, E, stride, groups, kernel, mode
+
+(``Cout`` defaults to ``Cin``; ``mode`` is ``train`` — forward and backward with gradient
+recording — or ``inference`` — eval mode, no gradient recording, forward only); the short
+form ``B,C,HW,E`` means a 3×3 kernel, stride 1, one group, timed in both modes. Variants:
 
     numpy          minicond, NumPy reference backend
     numba          minicond, Numba CPU backend
@@ -12,7 +18,9 @@ same thread count for everyone (``--threads``, default 2). Variants:
 
 Every repeat runs each variant once, in turn, so load from other processes hits all of them
 alike; the reported time is the median over repeats. GFLOP/s counts the convolution only,
-2·B·Cout·Cin·9·H·W for the forward pass and three times that for forward+backward.
+2·B·Cout·(Cin/G)·k²·Ho·Wo for the forward pass and three times that for forward+backward.
+``t_torch_best / t_numba`` compares with the faster of PyTorch's two CondConv formulations
+(the seed's per-example loop and the grouped-convolution trick): above 1, minicond is faster.
 
 Peak memory of forward+backward is measured in a fresh subprocess per variant: after a warm-up
 step, the kernel's peak-RSS mark is reset (``/proc/self/clear_refs``), one step runs, and the
@@ -26,6 +34,7 @@ reports the peak of NumPy's own allocations in the step.
     python benchmarks/bench_condconv.py                  # the full table (several minutes)
     python benchmarks/bench_condconv.py --quick          # two configs, fewer repeats
     python benchmarks/bench_condconv.py --json results.json --configs 32,64,32,8
+    python benchmarks/bench_condconv.py --configs 16,96,28,4,1,96,3,train 1,64,56,4,1,1,3,inference
 """
 
 from __future__ import annotations
@@ -37,25 +46,98 @@ import platform
 import subprocess
 import sys
 import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-MAIN_CONFIGS = [(8, 16, 16, 4), (32, 32, 32, 8), (32, 64, 32, 8), (64, 64, 16, 8)]
-EXPERT_SWEEP = [(32, 32, 32, e) for e in (1, 2, 4, 8, 16)]
-QUICK_CONFIGS = [(8, 16, 16, 4), (32, 32, 32, 8)]
+MODES = ("inference", "train")
 VARIANTS = ("numpy", "numba", "numba_static", "torch_seed", "torch_grouped", "torch_static")
 TORCH_VARIANTS = ("torch_seed", "torch_grouped", "torch_static")
-MODES = ("forward", "forward+backward")
 
 
-def parse_config(text: str) -> tuple[int, int, int, int]:
+@dataclass(frozen=True)
+class Config:
+    """One row of the grid: B images of Cin channels and HW×HW pixels into Cout channels, E
+    experts, a k×k kernel with padding k//2, ``stride``, ``groups``; timed in ``mode``."""
+
+    B: int
+    Cin: int
+    Cout: int
+    HW: int
+    E: int
+    stride: int = 1
+    groups: int = 1
+    kernel: int = 3
+    mode: str = "train"
+
+    @property
+    def out_hw(self) -> int:
+        return (self.HW + 2 * (self.kernel // 2) - self.kernel) // self.stride + 1
+
+    @property
+    def flops(self) -> float:
+        """Forward convolution FLOPs, 2·B·Cout·(Cin/G)·k²·Ho·Wo."""
+        return (2.0 * self.B * self.Cout * (self.Cin // self.groups) * self.kernel ** 2
+                * self.out_hw ** 2)
+
+    def label(self) -> str:
+        chans = f"{self.Cin}" if self.Cin == self.Cout else f"{self.Cin}:{self.Cout}"
+        return (f"{self.B},{chans},{self.HW},{self.E},{self.stride},{self.groups},"
+                f"{self.kernel},{self.mode}")
+
+
+def _grid() -> list[Config]:
+    rows: list[Config] = []
+    for B, C, HW, E in ((8, 16, 16, 4), (32, 32, 32, 8), (32, 64, 32, 8), (64, 64, 16, 8)):
+        rows += [Config(B, C, C, HW, E, mode="train"), Config(B, C, C, HW, E, mode="inference")]
+    rows += [
+        Config(16, 128, 128, 8, 8),
+        Config(32, 48, 48, 32, 4, stride=2),
+        Config(16, 96, 96, 28, 4, groups=96),                      # depthwise
+        Config(16, 144, 144, 14, 8, groups=144),
+        Config(1, 144, 144, 28, 8, groups=144, mode="inference"),
+        Config(32, 96, 96, 28, 4, kernel=1),                       # 1×1
+        Config(32, 24, 144, 28, 4, kernel=1),                      # 1×1 expand
+        Config(1, 64, 64, 56, 4, mode="inference"),                # batch 1
+        Config(1, 128, 128, 28, 8, mode="inference"),
+    ]
+    rows += [Config(32, 32, 32, 32, E) for E in (1, 2, 4, 8, 16)
+             if Config(32, 32, 32, 32, E) not in rows]
+    return rows
+
+
+GRID = _grid()
+QUICK_CONFIGS = [Config(8, 16, 16, 16, 4), Config(4, 16, 16, 16, 4, groups=16),
+                 Config(1, 16, 16, 16, 4, mode="inference")]
+
+
+def parse_config(text: str) -> list[Config]:
+    """``B,Cin[:Cout],HW,E[,stride,groups,kernel,mode]``; the short form gives both modes."""
+    parts = text.split(",")
     try:
-        B, C, HW, E = (int(v) for v in text.split(","))
+        if len(parts) not in (4, 8):
+            raise ValueError
+        B, chans, HW, E = parts[:4]
+        Cin, _, Cout = chans.partition(":")
+        ints = [int(B), int(Cin), int(Cout or Cin), int(HW), int(E)]
+        extra = [int(v) for v in parts[4:7]] if len(parts) == 8 else [1, 1, 3]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"config {text!r} must be B,C,HW,E (four ints)") from None
-    if min(B, C, HW, E) < 1:
-        raise argparse.ArgumentTypeError(f"config {text!r}: every entry must be >= 1")
-    return B, C, HW, E
+        raise argparse.ArgumentTypeError(
+            f"config {text!r} must be B,C,HW,E or B,Cin[:Cout],HW,E,stride,groups,kernel,mode"
+        ) from None
+    if min(ints + extra) < 1:
+        raise argparse.ArgumentTypeError(f"config {text!r}: every number must be >= 1")
+    B, Cin, Cout, HW, E = ints
+    stride, groups, kernel = extra
+    if Cin % groups or Cout % groups:
+        raise argparse.ArgumentTypeError(f"config {text!r}: groups={groups} must divide "
+                                         f"Cin={Cin} and Cout={Cout}")
+    modes = [parts[7]] if len(parts) == 8 else list(MODES)
+    for mode in modes:
+        if mode not in MODES:
+            raise argparse.ArgumentTypeError(f"config {text!r}: mode {mode!r} must be one "
+                                             f"of {', '.join(MODES)}")
+    return [Config(B, Cin, Cout, HW, E, stride, groups, kernel, m) for m in modes]
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -64,25 +146,30 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--backend", choices=("cpu", "cuda"), default="cpu")
     p.add_argument("--repeats", type=int, default=None,
                    help="timed runs per variant (default 7, or 3 with --quick)")
-    p.add_argument("--configs", type=parse_config, nargs="+", metavar="B,C,HW,E",
-                   help="configurations (default: the four main ones and an E sweep)")
+    p.add_argument("--configs", nargs="+", metavar="CONFIG",
+                   help="B,C,HW,E or B,Cin[:Cout],HW,E,stride,groups,kernel,mode "
+                        "(default: the whole grid)")
     p.add_argument("--json", type=Path, metavar="PATH", help="also write the results here")
     p.add_argument("--quick", action="store_true", help="two configs, 3 repeats")
     p.add_argument("--threads", type=int, default=2, help="threads for every library")
     p.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS))
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory runs")
-    p.add_argument("--memory-probe", nargs=5, metavar=("VARIANT", "B", "C", "HW", "E"),
+    p.add_argument("--memory-probe", nargs=2, metavar=("VARIANT", "CONFIG"),
                    help=argparse.SUPPRESS)     # internal: one memory measurement, as JSON
     args = p.parse_args(argv)
     if (args.repeats is not None and args.repeats < 1) or args.threads < 1:
         p.error("--repeats and --threads must be >= 1")
-    if args.backend == "cuda":      # the CUDA benchmark has its own defaults
+    if args.backend == "cuda":      # the CUDA benchmark has its own configs and defaults
         return args
     if args.repeats is None:
         args.repeats = 3 if args.quick else 7
     if args.configs is None:
-        args.configs = QUICK_CONFIGS if args.quick else MAIN_CONFIGS + [
-            c for c in EXPERT_SWEEP if c not in MAIN_CONFIGS]
+        args.configs = QUICK_CONFIGS if args.quick else GRID
+    else:
+        try:
+            args.configs = [c for text in args.configs for c in parse_config(text)]
+        except argparse.ArgumentTypeError as err:
+            p.error(str(err))
     return args
 
 
@@ -95,34 +182,37 @@ def set_thread_env(threads: int) -> None:
 
 # --- the variants ----------------------------------------------------------------------------
 
-def build(variant: str, B: int, C: int, HW: int, E: int, seed: int = 0):
-    """Inputs and a ``step(backward)`` closure for one variant; the same data everywhere."""
+def build(variant: str, cfg: Config, seed: int = 0):
+    """A ``step()`` closure for one variant; the same data everywhere."""
     import numpy as np
 
     rng = np.random.default_rng(seed)
-    x_np = rng.standard_normal((B, C, HW, HW)).astype(np.float32)
-    gy_np = rng.standard_normal((B, C, HW, HW)).astype(np.float32)
-    bound = 1 / np.sqrt(C * 9)
-    W_np = rng.uniform(-bound, bound, (E, C, C, 3, 3)).astype(np.float32)
-    b_np = rng.uniform(-bound, bound, C).astype(np.float32)
-    R_np = rng.uniform(-1 / np.sqrt(C), 1 / np.sqrt(C), (E, C)).astype(np.float32)
-    c_np = np.zeros(E, dtype=np.float32)
+    k, G = cfg.kernel, cfg.groups
+    x_np = rng.standard_normal((cfg.B, cfg.Cin, cfg.HW, cfg.HW)).astype(np.float32)
+    gy_np = rng.standard_normal((cfg.B, cfg.Cout, cfg.out_hw, cfg.out_hw)).astype(np.float32)
+    bound = 1 / np.sqrt(cfg.Cin // G * k * k)
+    W_np = rng.uniform(-bound, bound, (cfg.E, cfg.Cout, cfg.Cin // G, k, k)).astype(np.float32)
+    b_np = rng.uniform(-bound, bound, cfg.Cout).astype(np.float32)
+    R_np = rng.uniform(-1 / np.sqrt(cfg.Cin), 1 / np.sqrt(cfg.Cin),
+                       (cfg.E, cfg.Cin)).astype(np.float32)
+    c_np = np.zeros(cfg.E, dtype=np.float32)
+    arrays = (x_np, gy_np, W_np, b_np, R_np, c_np)
     if variant in TORCH_VARIANTS:
-        return _build_torch(variant, x_np, gy_np, W_np, b_np, R_np, c_np)
-    return _build_minicond(variant, x_np, gy_np, W_np, b_np, R_np, c_np)
+        return _build_torch(variant, cfg, *arrays)
+    return _build_minicond(variant, cfg, *arrays)
 
 
-def _build_minicond(variant, x_np, gy_np, W_np, b_np, R_np, c_np):
+def _build_minicond(variant, cfg, x_np, gy_np, W_np, b_np, R_np, c_np):
     import minicond as mc
 
     backend = "numba" if variant.startswith("numba") else "numpy"
-    C = x_np.shape[1]
+    conv = {"stride": cfg.stride, "padding": cfg.kernel // 2, "groups": cfg.groups,
+            "backend": backend}
     if variant == "numba_static":
-        layer = mc.nn.Conv2d(C, C, 3, padding=1, backend=backend)
+        layer = mc.nn.Conv2d(cfg.Cin, cfg.Cout, cfg.kernel, **conv)
         layer.weight.data = mc.tensor(W_np[0], backend=backend).data
     else:
-        layer = mc.nn.CondConv2d(C, C, 3, padding=1, num_experts=W_np.shape[0],
-                                 backend=backend)
+        layer = mc.nn.CondConv2d(cfg.Cin, cfg.Cout, cfg.kernel, num_experts=cfg.E, **conv)
         layer.weight.data = mc.tensor(W_np, backend=backend).data
         layer.routing.fc.weight.data = mc.tensor(R_np, backend=backend).data
         layer.routing.fc.bias.data = mc.tensor(c_np, backend=backend).data
@@ -131,8 +221,8 @@ def _build_minicond(variant, x_np, gy_np, W_np, b_np, R_np, c_np):
     params = list(layer.parameters())
     gy = mc.tensor(gy_np, backend=backend)
 
-    def step(backward: bool):
-        if not backward:
+    def step():
+        if cfg.mode == "inference":
             with mc.no_grad():
                 return layer(mc.tensor(x_np, backend=backend))
         for p in params:
@@ -144,12 +234,13 @@ def _build_minicond(variant, x_np, gy_np, W_np, b_np, R_np, c_np):
     return step
 
 
-def _build_torch(variant, x_np, gy_np, W_np, b_np, R_np, c_np):
+def _build_torch(variant, cfg, x_np, gy_np, W_np, b_np, R_np, c_np):
     import torch
     import torch.nn.functional as F
 
-    B, C, H, W = x_np.shape
-    E = W_np.shape[0]
+    B, E, G = cfg.B, cfg.E, cfg.groups
+    H = W = cfg.HW
+    s, pad = cfg.stride, cfg.kernel // 2
     weight = torch.tensor(W_np, requires_grad=True)
     bias = torch.tensor(b_np, requires_grad=True)
     R = torch.tensor(R_np, requires_grad=True)
@@ -165,23 +256,23 @@ def _build_torch(variant, x_np, gy_np, W_np, b_np, R_np, c_np):
             xb = xb.unsqueeze(0)
             r = torch.sigmoid(F.linear(torch.flatten(F.adaptive_avg_pool2d(xb, 1)), R, c))
             kernel = torch.sum(r[:, None, None, None, None] * weight, 0)
-            res.append(F.conv2d(xb, kernel, bias, 1, 1))
+            res.append(F.conv2d(xb, kernel, bias, s, pad, 1, G))
         return torch.cat(res, dim=0)
 
     def grouped(x):
-        # mix per example, then the batch as groups of one conv2d
+        # mix per example, then the batch as B·G groups of one conv2d
         r = torch.sigmoid(F.linear(x.mean(dim=(2, 3)), R, c))                     # [B, E]
-        kernels = (r @ weight.reshape(E, -1)).reshape(B * C, C, 3, 3)
-        y = F.conv2d(x.reshape(1, B * C, H, W), kernels, None, 1, 1, groups=B)
-        return y.reshape(B, C, H, W) + bias[:, None, None]
+        kernels = (r @ weight.reshape(E, -1)).reshape(B * cfg.Cout, *weight.shape[2:])
+        y = F.conv2d(x.reshape(1, B * cfg.Cin, H, W), kernels, None, s, pad, 1, B * G)
+        return y.reshape(B, cfg.Cout, *y.shape[2:]) + bias[:, None, None]
 
     def static(x):
-        return F.conv2d(x, static_w, bias, 1, 1)
+        return F.conv2d(x, static_w, bias, s, pad, 1, G)
 
     fn = {"torch_seed": seed_loop, "torch_grouped": grouped, "torch_static": static}[variant]
 
-    def step(backward: bool):
-        if not backward:
+    def step():
+        if cfg.mode == "inference":
             with torch.no_grad():
                 return fn(torch.from_numpy(x_np))
         for p in params:
@@ -193,50 +284,44 @@ def _build_torch(variant, x_np, gy_np, W_np, b_np, R_np, c_np):
     return step
 
 
-def conv_flops(B: int, C: int, HW: int) -> float:
-    return 2.0 * B * C * C * 9 * HW * HW
-
-
 # --- timing ----------------------------------------------------------------------------------
 
-def time_config(config, variants, repeats: int) -> dict[str, dict[str, list[float]]]:
-    """Seconds per run, {mode: {variant: [t, ...]}}, variants interleaved within a repeat."""
-    steps = {v: build(v, *config) for v in variants}
-    times: dict[str, dict[str, list[float]]] = {m: {v: [] for v in variants} for m in MODES}
-    for mode in MODES:
-        backward = mode != "forward"
-        for step in steps.values():
-            step(backward)                   # warm-up: JIT, caches, allocator
-        for _ in range(repeats):
-            for v, step in steps.items():
-                t0 = time.perf_counter()
-                step(backward)
-                times[mode][v].append(time.perf_counter() - t0)
+def time_config(cfg: Config, variants, repeats: int) -> dict[str, list[float]]:
+    """Seconds per run, {variant: [t, ...]}, variants interleaved within each repeat."""
+    steps = {v: build(v, cfg) for v in variants}
+    times: dict[str, list[float]] = {v: [] for v in variants}
+    for step in steps.values():
+        step()                               # warm-up: JIT, caches, allocator
+    for _ in range(repeats):
+        for v, step in steps.items():
+            t0 = time.perf_counter()
+            step()
+            times[v].append(time.perf_counter() - t0)
     return times
 
 
-def memory_probe(variant: str, config) -> dict[str, Any]:
-    """Peak memory of one forward+backward step, above what was resident before it."""
+def memory_probe(variant: str, cfg: Config) -> dict[str, Any]:
+    """Peak memory of one step, above what was resident before it."""
     import gc
     import tracemalloc
 
-    step = build(variant, *config)
-    step(True)
-    step(True)
+    step = build(variant, cfg)
+    step()
+    step()
     gc.collect()
     out: dict[str, Any] = {}
     clear_refs = Path("/proc/self/clear_refs")
     try:
         clear_refs.write_text("5")           # reset VmHWM to the current RSS
         before = _status_kib("VmRSS")
-        step(True)
+        step()
         out["rss_peak_mib"] = (_status_kib("VmHWM") - before) / 1024
     except OSError:
         out["rss_peak_mib"] = None
     if not variant.startswith("torch"):
         gc.collect()
         tracemalloc.start()
-        step(True)
+        step()
         out["tracemalloc_peak_mib"] = tracemalloc.get_traced_memory()[1] / 2**20
         tracemalloc.stop()
     return out
@@ -249,10 +334,10 @@ def _status_kib(field: str) -> int:
     raise OSError(f"{field} not in /proc/self/status")
 
 
-def measure_memory(variant: str, config, threads: int) -> dict[str, Any]:
+def measure_memory(variant: str, cfg: Config, threads: int) -> dict[str, Any]:
     env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536", MALLOC_TRIM_THRESHOLD_="65536")
     cmd = [sys.executable, __file__, "--threads", str(threads), "--memory-probe", variant,
-           *map(str, config)]
+           cfg.label()]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         return {"error": done.stderr.strip().splitlines()[-1:] or ["failed"]}
@@ -267,60 +352,62 @@ def median(values: list[float]) -> float:
     return s[n // 2] if n % 2 else 0.5 * (s[n // 2 - 1] + s[n // 2])
 
 
-def summarise(config, times, memory) -> dict[str, Any]:
-    B, C, HW, E = config
-    flops = conv_flops(B, C, HW)
-    entry: dict[str, Any] = {"B": B, "C": C, "HW": HW, "E": E, "modes": {}}
-    for mode, per_variant in times.items():
-        f = flops * (3 if mode == "forward+backward" else 1)
-        rows = {v: {"median_ms": 1e3 * median(ts), "runs_ms": [1e3 * t for t in ts],
-                    "gflops": f / median(ts) / 1e9} for v, ts in per_variant.items()}
-        ratios = {}
-        if "numba" in rows:
-            t = rows["numba"]["median_ms"]
-            for v in ("torch_grouped", "torch_seed", "torch_static", "numpy"):
-                if v in rows:
-                    ratios[f"{v}/numba"] = rows[v]["median_ms"] / t
-            if "numba_static" in rows:
-                ratios["numba/numba_static"] = t / rows["numba_static"]["median_ms"]
-        entry["modes"][mode] = {"variants": rows, "ratios": ratios}
+def summarise(cfg: Config, times, memory) -> dict[str, Any]:
+    f = cfg.flops * (3 if cfg.mode == "train" else 1)
+    rows = {v: {"median_ms": 1e3 * median(ts), "runs_ms": [1e3 * t for t in ts],
+                "gflops": f / median(ts) / 1e9} for v, ts in times.items()}
+    ratios: dict[str, float] = {}
+    if "numba" in rows:
+        t = rows["numba"]["median_ms"]
+        for v in ("torch_grouped", "torch_seed", "torch_static", "numpy"):
+            if v in rows:
+                ratios[f"{v}/numba"] = rows[v]["median_ms"] / t
+        torch_cond = [rows[v]["median_ms"] for v in ("torch_grouped", "torch_seed") if v in rows]
+        if torch_cond:
+            ratios["torch_best/numba"] = min(torch_cond) / t
+        if "numba_static" in rows:
+            ratios["numba/numba_static"] = t / rows["numba_static"]["median_ms"]
+    entry: dict[str, Any] = {"config": asdict(cfg), "label": cfg.label(), "variants": rows,
+                             "ratios": ratios}
     if memory:
-        entry["memory_forward_backward"] = memory
+        entry["memory"] = memory
     return entry
 
 
 def print_entry(entry: dict[str, Any]) -> None:
-    print(f"\nB={entry['B']} C={entry['C']} HW={entry['HW']} E={entry['E']}")
-    for mode, m in entry["modes"].items():
-        cells = "  ".join(f"{v} {r['median_ms']:.2f} ms ({r['gflops']:.1f} GF/s)"
-                          for v, r in m["variants"].items())
-        print(f"  {mode:17s} {cells}")
-        if m["ratios"]:
-            print("  " + " " * 17 + "  ".join(f"{k} {r:.2f}" for k, r in m["ratios"].items()))
-    for v, mem in entry.get("memory_forward_backward", {}).items():
-        print(f"  peak memory fwd+bwd {v}: {mem}")
+    print(f"\n{entry['label']}")
+    cells = "  ".join(f"{v} {r['median_ms']:.2f} ms ({r['gflops']:.1f} GF/s)"
+                      for v, r in entry["variants"].items())
+    print(f"  {cells}")
+    if entry["ratios"]:
+        print("  " + "  ".join(f"{k} {r:.2f}" for k, r in entry["ratios"].items()))
+    for v, mem in entry.get("memory", {}).items():
+        print(f"  peak memory {v}: {mem}")
+
+
+RATIO_COLUMNS = ("torch_best/numba", "torch_grouped/numba", "torch_seed/numba",
+                 "torch_static/numba", "numpy/numba", "numba/numba_static")
 
 
 def print_table(results: list[dict[str, Any]]) -> None:
     """The markdown table that goes into docs/performance.md."""
-    print("\n| B | C | HW | E | mode | numba ms | GF/s | grouped/numba | seed/numba | "
-          "static/numba | numpy/numba | numba/own static | peak MiB numba / grouped |")
-    print("|" + "---|" * 13)
+    print("\n| B | Cin→Cout | HW | E | s | G | k | mode | numba ms | GF/s | best torch/numba | "
+          "grouped/numba | seed/numba | static/numba | numpy/numba | numba/own static | "
+          "peak MiB numba / grouped |")
+    print("|" + "---|" * 17)
     for e in results:
-        mem = e.get("memory_forward_backward", {})
+        c, r, t = e["config"], e["ratios"], e["variants"].get("numba")
+        if t is None:
+            continue
+        mem = e.get("memory", {})
         m_n = mem.get("numba", {}).get("rss_peak_mib")
         m_g = mem.get("torch_grouped", {}).get("rss_peak_mib")
-        for mode, m in e["modes"].items():
-            r, t = m["ratios"], m["variants"].get("numba")
-            if t is None:
-                continue
-            peak = (f"{m_n:.0f} / {m_g:.0f}" if mode != "forward" and m_n is not None
-                    and m_g is not None else "")
-            cells = " | ".join(f"{r[k]:.2f}" if k in r else "" for k in (
-                "torch_grouped/numba", "torch_seed/numba", "torch_static/numba", "numpy/numba",
-                "numba/numba_static"))
-            print(f"| {e['B']} | {e['C']} | {e['HW']} | {e['E']} | {mode} | "
-                  f"{t['median_ms']:.1f} | {t['gflops']:.1f} | {cells} | {peak} |")
+        peak = f"{m_n:.0f} / {m_g:.0f}" if m_n is not None and m_g is not None else ""
+        chans = f"{c['Cin']}" if c["Cin"] == c["Cout"] else f"{c['Cin']}→{c['Cout']}"
+        cells = " | ".join(f"{r[k]:.2f}" if k in r else "" for k in RATIO_COLUMNS)
+        print(f"| {c['B']} | {chans} | {c['HW']} | {c['E']} | {c['stride']} | {c['groups']} | "
+              f"{c['kernel']} | {c['mode']} | {t['median_ms']:.2f} | {t['gflops']:.1f} | "
+              f"{cells} | {peak} |")
 
 
 def run_cpu(args: argparse.Namespace) -> int:
@@ -331,11 +418,11 @@ def run_cpu(args: argparse.Namespace) -> int:
 
     torch.set_num_threads(args.threads)
     results = []
-    for config in args.configs:
-        times = time_config(config, args.variants, args.repeats)
+    for cfg in args.configs:
+        times = time_config(cfg, args.variants, args.repeats)
         memory = {} if args.no_memory else {
-            v: measure_memory(v, config, args.threads) for v in args.variants}
-        entry = summarise(config, times, memory)
+            v: measure_memory(v, cfg, args.threads) for v in args.variants}
+        entry = summarise(cfg, times, memory)
         print_entry(entry)
         results.append(entry)
     print_table(results)
@@ -367,11 +454,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     set_thread_env(args.threads)
     if args.memory_probe:
-        variant, *config = args.memory_probe
+        variant, text = args.memory_probe
         import torch
 
         torch.set_num_threads(args.threads)
-        print(json.dumps(memory_probe(variant, tuple(int(v) for v in config))))
+        print(json.dumps(memory_probe(variant, parse_config(text)[0])))
         return 0
     if args.backend == "cuda":
         return run_cuda_bench(args)
