@@ -25,11 +25,11 @@ MARKUP = {
     "bigr", "Bigl", "Bigr", "times", "in", "le", "ge", "odot", "langle", "rangle", "mathrel",
     "leftarrow", "tfrac", "lvert", "rvert", "bmod", "max", "min", "exp", "log", "mean",
     "sqrt", "approx", "text", "operatorname", "mathrm", "hat", "tilde", "bar", "prime", "to",
-    "infty", "sigma", "mathbb",
+    "infty", "sigma", "mathbb", "tanh", "pi", "ne", "pm",
 }
 WORDS = re.compile(r"\\(?:mathrm|operatorname)\{([^{}]*)\}")
 GREEK = re.compile(r"\\([A-Za-z]+)")
-TEXT = re.compile(r"\\text\{[^{}]*\}|\\(?:begin|end)\{\w+\}")
+TEXT = re.compile(r"\\text(?:tt)?\{[^{}]*\}|\\(?:begin|end)\{\w+\}")
 GRAD_ACCENT = re.compile(r"(?<![A-Za-z\\])g\\(tilde|bar|hat)\s*\{?([A-Za-z])\}?")
 ACCENT = re.compile(r"\\(tilde|bar|hat)\s*\{?([A-Za-z])\}?")
 GRAD = re.compile(r"(?<![A-Za-z\\])g(?=\\(?!cdot|quad|qquad)[A-Za-z])")
@@ -89,7 +89,9 @@ ALLOWED_WORDS = {"Cin", "Cout", "Ho", "Wo", "kh", "kw", "oh", "ow", "cols", "bia
                  "top", "bottom", "left", "right", "drop", "src", "var", "istd", "inside",
                  "div", "run", "max", "conv", "route", "classes", "onehot", "dropout",
                  "softmax", "im", "col", "padded", "group", "sum", "mean", "exp", "log",
-                 "weight", "momentum", "out",
+                 "weight", "momentum", "out", "NaN",
+                 # functions and the parameters of activations, by their code names
+                 "sign", "softplus", "log1p", "slope", "beta", "threshold",
                  "X"}                      # X: any symbol, as in gX = ∂L/∂X
 
 
