@@ -2,11 +2,11 @@
 
 Convolution is linear in its kernel, so mixing the experts first and convolving once,
 
-    y_b = conv2d(x_b, Σ_e r_be W_e),
+    y_b = conv2d(x_b, Σ_e r_be Θ_e),
 
 gives the same output as running every expert and mixing the outputs,
 
-    y_b = Σ_e r_be conv2d(x_b, W_e).
+    y_b = Σ_e r_be conv2d(x_b, Θ_e).
 
 The second form costs E convolutions; minicond computes the first. This script checks the
 identity numerically, and its special case: one-hot routing is a static conv with that expert.
@@ -16,6 +16,7 @@ import numpy as np
 
 import minicond as mc
 import minicond.functional as F
+from minicond.testing import assert_close
 
 rng = np.random.default_rng(0)
 B, Cin, Cout, E, H, W = 3, 4, 6, 5, 9, 9
@@ -28,7 +29,7 @@ y_cond = F.cond_conv2d(x, r, experts, stride=2, padding=1).numpy()
 
 # E convolutions: run each expert on the whole batch, then mix the outputs per example.
 outputs = np.stack([F.conv2d(x, experts[e], stride=2, padding=1).numpy() for e in range(E)])
-y_mix = np.einsum("be,eboij->boij", r.numpy(), outputs)   # Σ_e r_be · conv2d(x_b, W_e)
+y_mix = np.einsum("be,eboij->boij", r.numpy(), outputs)   # Σ_e r_be · conv2d(x_b, Θ_e)
 
 gap = np.max(np.abs(y_cond - y_mix))
 print(f"output shape {y_cond.shape}: one conv with mixed kernels vs {E} convs mixed after")
@@ -42,5 +43,7 @@ gap_one_hot = np.max(np.abs(y_one_hot - outputs[chosen]))
 print(f"one-hot routing on expert {chosen} vs conv2d with that expert: max |difference| "
       f"{gap_one_hot:.2e}")
 
-assert gap < 1e-12 and gap_one_hot < 1e-12, "the mixture-of-experts identity does not hold"
+# assert_close raises, naming the worst element, if the identity does not hold.
+assert_close(y_cond, y_mix, rtol=0, atol=1e-12, msg="one conv vs the mixture of E convs")
+assert_close(y_one_hot, outputs[chosen], rtol=0, atol=1e-12, msg="one-hot routing vs conv2d")
 print("verdict: CondConv equals the mixture of its experts' convolutions")
