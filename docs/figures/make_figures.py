@@ -132,6 +132,27 @@ def compute_cuda_gemm_tiling() -> dict[str, Any]:
             "owner_first_rows": owner[:2, :threads_n + 2].tolist()}
 
 
+# (B, C, H·W side) of a 3×3, padding-1 convolution with C in and out channels, float32
+CPU_SHAPES = [(8, 8, 16), (64, 16, 16), (32, 32, 32), (256, 128, 16)]
+
+
+def compute_cpu_chunks() -> dict[str, Any]:
+    """How the numba backend's conv2d_forward cuts the batch into chunks: its own
+    ``_chunk_size`` with the forward's per-example cost (multiply-adds plus the im2col copy)
+    and column-buffer size."""
+    from minicond.backends import numba_cpu
+    rows_of = []
+    for B, C, side in CPU_SHAPES:
+        rows, L = C * 9, side * side
+        item_cost, item_bytes = (C + 1) * rows * L, rows * L * 4
+        size = numba_cpu._chunk_size(B, item_cost, item_bytes)
+        rows_of.append({"B": B, "C": C, "HW": side, "operations": B * item_cost,
+                        "inline": B * item_cost < numba_cpu.INLINE_COST,
+                        "chunks": [[s, min(B, s + size)] for s in range(0, B, size)]})
+    return {"INLINE_COST": numba_cpu.INLINE_COST, "MIN_CHUNKS": numba_cpu.MIN_CHUNKS,
+            "COLUMN_BUFFER_BYTES": numba_cpu.COLUMN_BUFFER_BYTES, "shapes": rows_of}
+
+
 # The engine's layers, top to bottom; each calls only the layer below it.
 LAYERS = [
     ("command line", ["cli.py", "train.py", "explain.py", "plots.py", "checkpoint.py",
@@ -335,6 +356,30 @@ def draw_cuda_gemm_tiling(plt: Any, d: dict[str, Any]) -> Any:
     return fig
 
 
+def draw_cpu_chunks(plt: Any, d: dict[str, Any]) -> Any:
+    from matplotlib.patches import Rectangle
+    shapes = d["shapes"]
+    fig, ax = _canvas(plt, 9, 0.75 * len(shapes) + 0.9, (-3.9, 10.3), (-0.6, len(shapes)))
+    colours = ["#aed6f1", "#5dade2"]
+    for n, item in enumerate(shapes):
+        y, B = len(shapes) - 1 - n, item["B"]
+        for k, (s, e) in enumerate(item["chunks"]):
+            ax.add_patch(Rectangle((10 * s / B, y), 10 * (e - s) / B, 0.6,
+                                   fc="#f5cba7" if item["inline"] else colours[k % 2], ec="#444"))
+            if not item["inline"] and len(item["chunks"]) <= 16:
+                ax.text(10 * (s + e) / (2 * B), y + 0.3, f"{s}–{e - 1}", ha="center",
+                        va="center", fontsize=6)
+        per = item["chunks"][0][1] - item["chunks"][0][0]
+        how = ("inline, on the calling thread" if item["inline"] else
+               f"{len(item['chunks'])} chunks of {per} on the thread pool")
+        ax.text(-3.8, y + 0.3, f"B={B}, C={item['C']}, {item['HW']}×{item['HW']}\n{how}",
+                va="center", fontsize=7)
+    ax.set_title("numba backend, conv2d_forward (3×3, float32): the batch cut into chunks of "
+                 "examples; each chunk is im2col into a\nreused buffer, then one matmul. "
+                 "Chunks depend on the shapes only, never on the thread count.", fontsize=8)
+    return fig
+
+
 def draw_layer_stack(plt: Any, d: dict[str, Any]) -> Any:
     layers = d["layers"]
     fig, ax = _canvas(plt, 8, 5.2, (0, 10), (0, len(layers) * 1.0 + 0.3))
@@ -380,6 +425,7 @@ FIGURES: dict[str, tuple[Callable[[], dict[str, Any]], Callable[[Any, dict[str, 
     "input_gradient": (compute_input_gradient, draw_input_gradient),
     "padding_modes": (compute_padding_modes, draw_padding_modes),
     "cuda_gemm_tiling": (compute_cuda_gemm_tiling, draw_cuda_gemm_tiling),
+    "cpu_chunks": (compute_cpu_chunks, draw_cpu_chunks),
     "layer_stack": (compute_layer_stack, draw_layer_stack),
     "condconv_block": (compute_condconv_block, draw_condconv_block),
 }
