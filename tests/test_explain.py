@@ -66,6 +66,11 @@ def test_steps_in_order_with_formula_shapes_values_and_a_check() -> None:
     # the defaults are small enough to print: the routing weights appear in full
     r = walk.steps[2].arrays[0][2]
     assert f"{r[0, 0]:.4f}" in text
+    # the graph in docs/figures is this walkthrough's
+    committed = (ROOT / "docs" / "figures" / "autograd_graph.dot").read_text(encoding="utf-8")
+    assert walk.graph() == committed, ("docs/figures/autograd_graph.dot is stale: rerun "
+                                       "python -m minicond.explain --only 1 --graph "
+                                       "docs/figures/autograd_graph.dot")
 
 
 def test_softmax_with_temperature_and_strided_dilated_geometry() -> None:

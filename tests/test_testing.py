@@ -74,6 +74,7 @@ def test_gradcheck_names_the_input_and_element_of_a_wrong_backward() -> None:
         gradcheck(WrongScaledSquare.apply, a, b)
     message = str(info.value)
     assert isinstance(info.value, AssertionError)
+    assert message.startswith("gradcheck(WrongScaledSquare.apply): the backward's gradient")
     assert "input 1 (shape (2, 3))" in message and "worst at [1, 2]" in message
     assert "input 0" not in message                       # the correct gradient is not blamed
     check = info.value.report.inputs[1]

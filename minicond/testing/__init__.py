@@ -204,7 +204,9 @@ def gradcheck(fn: Callable[..., Any], *inputs: Any, eps: float = 1e-6, atol: flo
               if k in checked else a for k, a in enumerate(inputs)]
     constants = {k: a.to(be, "float64") for k, a in enumerate(inputs)
                  if isinstance(a, Tensor) and k not in checked and a.dtype.kind == "f"}
-    name = getattr(fn, "__qualname__", None) or repr(fn)
+    owner = getattr(fn, "__self__", None)        # Function.apply is bound to its subclass
+    name = (f"{owner.__name__}.{fn.__name__}" if isinstance(owner, type)
+            else getattr(fn, "__qualname__", None) or type(fn).__name__)
 
     def call(requires_grad: bool) -> tuple[list[Tensor], list[Any]]:
         args = [tensor(v, dtype="float64", requires_grad=requires_grad, backend=be)
