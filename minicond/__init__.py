@@ -4,16 +4,18 @@ A small autograd engine over NumPy and Numba whose every op has a hand-derived b
 with three interchangeable kernel backends ("numpy", "numba", "cuda").
 """
 
-from . import functional, interop, nn, optim, testing, viz
+from . import data, functional, interop, nn, optim, testing, viz
 from .autograd import enable_grad, is_grad_enabled, no_grad
 from .backends import BackendUnavailableError, get_backend, set_default_backend
 from .random import manual_seed
+from .serialization import load, save
 from .tensor import Tensor, float32, float64, get_default_dtype, set_default_dtype, tensor
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "BackendUnavailableError", "Tensor", "enable_grad", "float32", "float64", "functional",
+    "BackendUnavailableError", "Tensor", "data", "enable_grad", "float32", "float64", "functional",
     "get_backend", "get_default_dtype", "interop", "is_grad_enabled", "manual_seed", "nn",
     "no_grad", "optim", "set_default_backend", "set_default_dtype", "tensor", "testing", "viz",
+    "load", "save",
 ]

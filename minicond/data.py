@@ -1,14 +1,16 @@
 """Datasets that need no download, and a loader whose position can be saved and restored.
 
-Layer: beside ``optim`` in DESIGN.md, above the tensors. Everything here is NumPy: images are
-float32 arrays ``[N, 1, S, S]`` and labels int64 arrays ``[N]``; the training loop turns each
-batch into tensors on its backend.
+Layer: beside ``optim`` (see docs/architecture.md), above the tensors. Everything here is
+NumPy: images are float32 arrays ``[N, 1, S, S]`` and labels int64 arrays ``[N]``; the
+training loop turns each batch into tensors on its backend.
 
 * :func:`make_shapes` draws grey images of six outlined or filled shapes (disk, square,
   triangle, cross, ring, bar) at a random position, scale, rotation, stroke width, contrast
   and noise level, all from one seed.
 * :func:`load_digits` wraps scikit-learn's bundled 8×8 handwritten digits (the ``data``
   extra).
+* :class:`ArrayDataset` wraps a user's own arrays (images and integer labels), checked once,
+  and hands them to a :class:`DataLoader`.
 * :class:`DataLoader` shuffles with a permutation derived from ``(seed, epoch)`` alone, so its
   whole state is ``(epoch, position)``: a run restored from a checkpoint sees exactly the
   batches it would have seen without the interruption.
@@ -237,3 +239,66 @@ class DataLoader:
             raise ValueError(f"DataLoader.load_state_dict: position={position} exceeds the "
                              f"{len(self)} batches of an epoch")
         self.epoch, self.position = epoch, position
+
+
+class ArrayDataset:
+    """A user's own data: ``images`` [N, ...] (real numbers; integer pixels become float32)
+    and ``labels`` [N] (integers in 0..classes−1), checked once, here.
+
+    ``dataset[i]`` is ``(images[i], labels[i])``; :meth:`loader` batches the whole set with a
+    :class:`DataLoader` (same arguments). ``classes`` names the classes (by default "0",
+    "1", … up to the largest label).
+    """
+
+    def __init__(self, images: Any, labels: Any, classes: Any = None) -> None:
+        fn = "ArrayDataset"
+        images, labels = _host_array(images), _host_array(labels)
+        if images.dtype.kind not in "biuf":
+            raise TypeError(f"{fn}: images must hold real numbers; got dtype {images.dtype}")
+        if labels.dtype.kind not in "iu":
+            raise TypeError(f"{fn}: labels must be integers; got dtype {labels.dtype}")
+        if images.ndim < 1 or labels.ndim != 1 or images.shape[0] != labels.shape[0]:
+            raise ValueError(f"{fn}: images of shape {images.shape} and labels of shape "
+                             f"{labels.shape} must have the same number of rows N, labels 1-D")
+        if labels.shape[0] == 0:
+            raise ValueError(f"{fn}: the dataset is empty (N=0)")
+        if images.dtype.kind != "f":
+            images = images.astype(np.float32)
+        if not np.all(np.isfinite(images)):
+            raise ValueError(f"{fn}: images contain NaN or infinite values "
+                             f"({int(np.sum(~np.isfinite(images)))} of them)")
+        if labels.min() < 0:
+            raise ValueError(f"{fn}: labels must be >= 0; got {labels.min()}")
+        count = int(labels.max()) + 1
+        if classes is None:
+            classes = tuple(str(k) for k in range(count))
+        elif isinstance(classes, str) or len(classes) < count:
+            raise ValueError(f"{fn}: classes must name at least {count} classes (labels go up "
+                             f"to {count - 1}); got {classes!r}")
+        self.images, self.labels = images, labels.astype(np.int64)
+        self.classes: tuple[str, ...] = tuple(str(c) for c in classes)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def __len__(self) -> int:
+        return self.labels.shape[0]
+
+    def __getitem__(self, index: Any) -> tuple[np.ndarray, Any]:
+        return self.images[index], self.labels[index]
+
+    def loader(self, batch_size: int, shuffle: bool = True, seed: int = 0,
+               drop_last: bool = False) -> DataLoader:
+        """A :class:`DataLoader` over the whole dataset."""
+        return DataLoader(self.images, self.labels, batch_size, shuffle, seed, drop_last)
+
+    def __repr__(self) -> str:
+        return (f"ArrayDataset(images {self.images.shape} {self.images.dtype}, "
+                f"{len(self)} labels, {self.num_classes} classes)")
+
+
+def _host_array(value: Any) -> np.ndarray:
+    """A NumPy array from an array, a nested list or a Tensor (copied to the host)."""
+    return value.numpy() if hasattr(value, "numpy") and not isinstance(value, np.ndarray) \
+        else np.asarray(value)

@@ -151,3 +151,44 @@ def test_activation_layers_match_torch(ours, theirs):
 def test_invalid_arguments(call, error, match):
     with pytest.raises(error, match=match):
         call()
+
+
+# --- mc.data -----------------------------------------------------------------------------------
+
+def test_data_is_reachable_from_the_package():
+    assert mc.data.DataLoader is not None and mc.data.load_dataset is not None
+    images, labels = mc.data.make_shapes(12, image_size=8, seed=1)
+    assert len(mc.data.DataLoader(images, labels, batch_size=5)) == 3
+
+
+def test_array_dataset_wraps_a_users_arrays():
+    images = np.arange(2 * 3 * 4, dtype=np.uint8).reshape(2, 3, 4)
+    ds = mc.data.ArrayDataset(images, [1, 0], classes=["cat", "dog"])
+    assert len(ds) == 2 and ds.num_classes == 2 and ds.classes == ("cat", "dog")
+    assert ds.images.dtype == np.float32 and ds.labels.dtype == np.int64
+    image, label = ds[1]
+    np.testing.assert_array_equal(image, images[1])
+    assert label == 0
+    batches = list(ds.loader(batch_size=1, shuffle=False))
+    assert [int(b[1][0]) for b in batches] == [1, 0]
+    assert mc.data.ArrayDataset(np.zeros((3, 2)), np.array([0, 4, 2])).classes == \
+        ("0", "1", "2", "3", "4")
+
+
+def _dataset(images, labels, classes=None):
+    return lambda: mc.data.ArrayDataset(images, labels, classes)
+
+
+@pytest.mark.parametrize("call,error,match", [
+    (_dataset(np.zeros((3, 2)), [0, 1]), ValueError, r"\(3, 2\) and labels of shape \(2,\)"),
+    (_dataset(np.zeros((2, 2)), [0.0, 1.0]), TypeError, "labels must be integers; got dtype f"),
+    (_dataset(np.array([["a", "b"]]), [0]), TypeError, "images must hold real numbers"),
+    (_dataset(np.array([[np.nan, 1.0]]), [0]), ValueError, "infinite values \\(1 of them"),
+    (_dataset(np.zeros((2, 2)), [0, -1]), ValueError, "labels must be >= 0; got -1"),
+    (_dataset(np.zeros((2, 2)), [[0, 1]]), ValueError, "labels 1-D"),
+    (_dataset(np.zeros((0, 2)), np.zeros(0, dtype=int)), ValueError, "empty"),
+    (_dataset(np.zeros((2, 2)), [0, 2], ["a", "b"]), ValueError, "at least 3 classes"),
+])
+def test_array_dataset_checks_its_arrays(call, error, match):
+    with pytest.raises(error, match="ArrayDataset: .*" + match):
+        call()
