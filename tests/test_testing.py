@@ -123,6 +123,8 @@ def test_gradcheck_inputs_constants_and_tuple_outputs() -> None:
     assert report.ok and [c.position for c in report.inputs] == [0]
     assert seen[0] == (np.float64, np.float64, False, 3)
     assert len(seen) == 1 + 2 * a.size        # one backward pass, two evaluations per element
+    with mc.no_grad():                        # records its own graph inside no_grad too
+        assert gradcheck(ScaledSquare.apply, a, b)
 
 
 @pytest.mark.parametrize("kwargs,error,message", [

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from .._validate import check_float
-from ..autograd import no_grad
+from ..autograd import enable_grad, no_grad
 from ..backends import get_backend
 from ..tensor import Tensor, tensor
 
@@ -220,15 +220,16 @@ def gradcheck(fn: Callable[..., Any], *inputs: Any, eps: float = 1e-6, atol: flo
         return outs, args
 
     rng = np.random.default_rng(seed)
-    outs, leaves = call(True)
-    cotangents = [rng.standard_normal(o.shape) for o in outs]
-    loss = None
-    for o, c in zip(outs, cotangents, strict=True):
-        if o.requires_grad:
-            term = (o * tensor(c, dtype=o.dtype, backend=be)).sum()
-            loss = term if loss is None else loss + term
-    if loss is not None:
-        loss.backward()
+    with enable_grad():          # record even when called inside no_grad
+        outs, leaves = call(True)
+        cotangents = [rng.standard_normal(o.shape) for o in outs]
+        loss = None
+        for o, c in zip(outs, cotangents, strict=True):
+            if o.requires_grad:
+                term = (o * tensor(c, dtype=o.dtype, backend=be)).sum()
+                loss = term if loss is None else loss + term
+        if loss is not None:
+            loss.backward()
 
     def numeric_loss() -> float:
         with no_grad():
