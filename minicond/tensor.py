@@ -247,6 +247,12 @@ class Tensor:
     def tanh(self) -> Tensor:
         return F.Tanh.apply(self)
 
+    def maximum(self, other: Any) -> Tensor:
+        return F.maximum(self, other)
+
+    def minimum(self, other: Any) -> Tensor:
+        return F.minimum(self, other)
+
     def sum(self, dim: Any = None, keepdim: bool = False) -> Tensor:
         return F.sum(self, dim, keepdim)
 

@@ -133,10 +133,12 @@ def test_maximum_minimum_gradcheck(name):
     gradcheck(getattr(F, name), [a, b])
 
 
-def test_maximum_with_a_number():
+def test_maximum_with_a_number_and_as_methods():
     x = mc.tensor(np.array([-1.0, 0.5, 2.0]), dtype="float64")
     np.testing.assert_array_equal(F.maximum(x, 0.5).numpy(), [0.5, 0.5, 2.0])
     np.testing.assert_array_equal(F.minimum(x, 0.5).numpy(), [-1.0, 0.5, 0.5])
+    np.testing.assert_array_equal(x.maximum(x * 0.5).numpy(), [-0.5, 0.5, 2.0])
+    np.testing.assert_array_equal(x.minimum(np.zeros(3)).numpy(), [-1.0, 0.0, 0.0])
 
 
 # --- argument errors ---------------------------------------------------------------------------

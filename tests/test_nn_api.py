@@ -100,6 +100,21 @@ def test_apply_visits_children_before_parents():
         model.apply(3)
 
 
+def test_forward_hooks_see_the_entries_of_a_container():
+    """Features of every GELU in a ModuleList, collected with forward hooks set by apply."""
+    model = TwoHeads()
+    seen = []
+    handles = []
+    model.apply(lambda m: handles.append(m.register_forward_hook(
+        lambda mod, args, out: seen.append(out.shape))) if isinstance(m, nn.GELU) else None)
+    model(mc.tensor(np.ones((2, 4), dtype=np.float32)))
+    assert seen == [(2, 8)]
+    for h in handles:
+        h.remove()
+    model(mc.tensor(np.ones((2, 4), dtype=np.float32)))
+    assert seen == [(2, 8)]
+
+
 def test_frozen_part_gets_no_gradient_and_is_not_updated():
     model = TwoHeads()
     assert model.blocks.requires_grad_(False) is model.blocks
