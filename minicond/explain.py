@@ -928,7 +928,7 @@ def run(args: argparse.Namespace) -> int:
                        args.stride, args.padding, args.dilation, args.experts, args.routing,
                        args.temperature, args.seed, args.backend, args.fd_elements, args.step,
                        args.markdown, only=args.only, graph=args.graph)
-    except (ValueError, TypeError, RuntimeError) as err:
+    except (ValueError, TypeError, RuntimeError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     return 0 if walk.passed else 1

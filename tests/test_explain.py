@@ -273,6 +273,9 @@ def test_graph_draws_the_layer(tmp_path, capsys) -> None:
     assert walk.graph() == dot
     assert main(["--graph", str(tmp_path / "layer.jpeg")]) == 2
     assert "must end in one of .svg" in capsys.readouterr().err
+    assert main(["--size", "3", "--experts", "2", "--graph",
+                 str(tmp_path / "no-such-folder" / "g.dot")]) == 2
+    assert "no-such-folder" in capsys.readouterr().err
 
 
 def _code_tour_section() -> list[str]:
