@@ -6,8 +6,12 @@ loader position, the random generator, epoch and metrics.
 
 File format: a zip archive (NumPy's ``.npz`` layout) holding every array as ``arrays/<k>.npy``
 and ``state.json``, the state with each array replaced by ``{"__array__": k}``, plus a format
-tag and the SHA-256 of the array bytes. Loading checks the zip CRCs, the tag and the digest,
-so a truncated or altered file is reported as such rather than loaded half-way.
+tag and the SHA-256 of the array bytes. Every member is stored uncompressed. Loading first
+checks, from the zip's directory alone, that each member is stored uncompressed with its
+declared size inside the file, and that each array's header declares exactly the bytes its
+member holds, so a hostile file cannot make the reader inflate or allocate more than the
+file's own size; then it checks the zip CRCs, the tag and the digest, so a truncated or
+altered file is reported as such rather than loaded half-way.
 
 Saving never exposes a partial file under the final name: the bytes go to a temporary file
 in the same directory, are flushed and fsync'ed, and only then renamed over the target with
@@ -20,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import math
 import os
 import tempfile
 import zipfile
@@ -112,9 +117,12 @@ def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         # Any failure, Ctrl-C included, drops the temporary file and leaves ``path`` as it was.
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(err, OSError) and err.filename is None:
+            # A failed write (a full disk) names no file; say which checkpoint it was.
+            raise OSError(err.errno, err.strerror or str(err), str(path)) from err
         raise
     _fsync_directory(path.parent)
     return path
@@ -134,14 +142,71 @@ def _fsync_directory(directory: Path) -> None:
         os.close(fd)
 
 
+def _damaged(path: Path, what: str) -> CheckpointError:
+    return CheckpointError(f"checkpoint {str(path)!r} is damaged or not written by minicond: "
+                           f"{what}")
+
+
+def _check_member(path: Path, info: zipfile.ZipInfo, file_size: int) -> None:
+    """Refuse, from the zip's directory alone, a member whose reading would inflate or
+    allocate more than the file holds: minicond stores every member uncompressed, so a
+    member's declared size must equal its stored size and fit inside the file."""
+    if info.compress_type != zipfile.ZIP_STORED:
+        raise _damaged(path, f"member {info.filename!r} is compressed (zip method "
+                             f"{info.compress_type}); minicond writes checkpoints uncompressed "
+                             "(a compressed checkpoint of an older version cannot be read: "
+                             "train again)")
+    if info.file_size != info.compress_size:
+        raise _damaged(path, f"member {info.filename!r} declares {info.file_size} bytes but "
+                             f"stores {info.compress_size}")
+    if info.header_offset + info.compress_size > file_size:
+        raise _damaged(path, f"member {info.filename!r} declares {info.compress_size} bytes "
+                             f"at offset {info.header_offset}, past the end of the "
+                             f"{file_size}-byte file")
+
+
+def _read_npy(path: Path, info: zipfile.ZipInfo, f: Any) -> np.ndarray:
+    """An array member, its header checked against the member's size before any allocation:
+    shape × itemsize must be exactly the bytes that follow the header."""
+    version = np.lib.format.read_magic(f)
+    if version == (1, 0):
+        shape, fortran_order, dtype = np.lib.format.read_array_header_1_0(f)
+    elif version == (2, 0):
+        shape, fortran_order, dtype = np.lib.format.read_array_header_2_0(f)
+    else:
+        raise _damaged(path, f"member {info.filename!r} has .npy version {version}; "
+                             "expected (1, 0) or (2, 0)")
+    if dtype.hasobject:
+        raise _damaged(path, f"member {info.filename!r} holds Python objects ({dtype})")
+    declared = math.prod(shape) * dtype.itemsize
+    held = info.file_size - f.tell()
+    if declared != held:
+        raise _damaged(path, f"member {info.filename!r} declares shape {shape} of {dtype} "
+                             f"({declared} bytes) but holds {held} bytes of data")
+    data = bytearray(declared)
+    if f.readinto(data) != declared:
+        raise _damaged(path, f"member {info.filename!r} is shorter than it declares")
+    return np.frombuffer(data, dtype).reshape(shape, order="F" if fortran_order else "C")
+
+
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     """Read a state written by :func:`save_checkpoint`; :class:`CheckpointError` names the file
-    and what is wrong when it is missing, truncated, corrupted or not a checkpoint."""
+    and what is wrong when it is missing, truncated, corrupted or not a checkpoint.
+
+    Nothing is inflated or allocated beyond what the file's own size allows: every member
+    must be stored uncompressed with its declared size, and every array's header must
+    declare exactly the bytes its member holds; anything else is refused before it is read.
+    """
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"checkpoint {str(path)!r} is a directory, not a checkpoint file")
     if not path.is_file():
         raise CheckpointError(f"checkpoint {str(path)!r} does not exist")
     try:
         with zipfile.ZipFile(path) as zf:
+            file_size = path.stat().st_size
+            for info in zf.infolist():
+                _check_member(path, info, file_size)
             bad = zf.testzip()  # reads every member and checks its CRC
             if bad is not None:
                 raise CheckpointError(f"checkpoint {str(path)!r} is corrupted: member {bad!r} "
@@ -157,15 +222,18 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
                                       f"{FORMAT!r}")
             arrays: dict[int, np.ndarray] = {}
             for name in sorted(n for n in names if n.startswith("arrays/")):
-                with zf.open(name) as f:
-                    arrays[int(name[len("arrays/"):-len(".npy")])] = np.lib.format.read_array(
-                        f, allow_pickle=False)
+                info = zf.getinfo(name)
+                with zf.open(info) as f:
+                    arrays[int(name[len("arrays/"):-len(".npy")])] = _read_npy(path, info, f)
     except CheckpointError:
         raise
     except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, ValueError, KeyError,
-            OSError, UnicodeDecodeError) as err:
+            OSError, UnicodeDecodeError, RecursionError) as err:
         raise CheckpointError(f"checkpoint {str(path)!r} is truncated or corrupted and cannot "
                               f"be read ({type(err).__name__}: {err})") from None
+    except MemoryError:
+        raise CheckpointError(f"checkpoint {str(path)!r} needs more memory than is available "
+                              "to read") from None
     ordered = [arrays[i] for i in range(len(arrays))] if set(arrays) == set(
         range(len(arrays))) else None
     if ordered is None or _digest(ordered) != header.get("sha256"):

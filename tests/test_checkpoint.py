@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import io
+import re
+import struct
 import zipfile
 
 import numpy as np
@@ -63,8 +66,9 @@ def test_a_write_failing_midway_keeps_the_previous_checkpoint(tmp_path, monkeypa
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(checkpoint, "_write_all", write_half_then_fail)
-    with pytest.raises(OSError, match="No space left"):
+    with pytest.raises(OSError, match="No space left") as error:
         save_checkpoint(path, _state(2.0))
+    assert error.value.errno == 28 and error.value.filename == str(path)
     assert path.read_bytes() == before
     _assert_same(load_checkpoint(path), _state(1.0))
     assert [p.name for p in tmp_path.iterdir()] == ["latest.ckpt"]
@@ -126,3 +130,73 @@ def test_unsupported_values_are_rejected_before_writing(tmp_path):
     with pytest.raises(TypeError, match="must be a dict"):
         save_checkpoint(tmp_path / "c.ckpt", [1, 2])
     assert not list(tmp_path.iterdir())
+
+
+def _rezip(src, dst, replace=None, compression=zipfile.ZIP_STORED):
+    """Copy the checkpoint ``src`` to ``dst``, member by member, with ``replace[name]`` as
+    the new bytes of a member and ``compression`` for every member."""
+    replace = replace or {}
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w", compression) as zout:
+        for name in zin.namelist():
+            zout.writestr(name, replace.get(name, zin.read(name)))
+    return dst
+
+
+def _set_central_size(path, member: str, size: int) -> None:
+    """Overwrite the uncompressed size that the central directory declares for ``member``."""
+    data = bytearray(path.read_bytes())
+    start = data.rfind(b"PK\x01\x02", 0, data.rfind(b"PK\x05\x06"))
+    while data[start + 46:start + 46 + len(member)] != member.encode():
+        start = data.rfind(b"PK\x01\x02", 0, start)
+    data[start + 24:start + 28] = struct.pack("<I", size)
+    path.write_bytes(bytes(data))
+
+
+def test_a_compressed_member_is_refused_before_it_is_inflated(tmp_path, monkeypatch):
+    """A small file whose state.json inflates to 64 MiB (a zip bomb) is refused from its
+    declared sizes alone: no member is read."""
+    good = save_checkpoint(tmp_path / "good.ckpt", _state(1.0))
+    with zipfile.ZipFile(good) as zf:
+        header = zf.read("state.json")
+    bomb = _rezip(good, tmp_path / "bomb.ckpt", {"state.json": header + b" " * (64 << 20)},
+                  compression=zipfile.ZIP_DEFLATED)
+    assert bomb.stat().st_size < 1 << 20
+
+    def no_reading(*args, **kwargs):
+        raise AssertionError("a member was read")
+
+    monkeypatch.setattr(zipfile.ZipFile, "open", no_reading)
+    with pytest.raises(CheckpointError, match=r"checkpoint '.*bomb\.ckpt' is damaged or not "
+                                              r"written by minicond: member 'arrays/0\.npy' "
+                                              r"is compressed"):
+        load_checkpoint(bomb)
+
+
+def test_a_member_declaring_more_than_it_stores_is_refused(tmp_path, monkeypatch):
+    path = save_checkpoint(tmp_path / "c.ckpt", _state(1.0))
+    _set_central_size(path, "state.json", 2**31)
+    monkeypatch.setattr(zipfile.ZipFile, "open", lambda *a, **k: pytest.fail("member read"))
+    with pytest.raises(CheckpointError, match=r"member 'state\.json' declares 2147483648 "
+                                              r"bytes but stores \d+"):
+        load_checkpoint(path)
+
+
+@pytest.mark.parametrize("shape", [(10**12,), (2,)], ids=["huge", "short"])
+def test_an_npy_header_that_does_not_fit_its_member_is_refused(tmp_path, shape):
+    """A header declaring 10^12 elements (4 TB) in a 3-element member: refused before any
+    allocation, as is one declaring fewer elements than the member holds."""
+    path = save_checkpoint(tmp_path / "c.ckpt", {"a": np.ones(3, np.float32)})
+    buffer = io.BytesIO()
+    np.lib.format.write_array_header_1_0(
+        buffer, {"descr": "<f4", "fortran_order": False, "shape": shape})
+    member = buffer.getvalue() + np.ones(3, np.float32).tobytes()
+    bad = _rezip(path, tmp_path / "bad.ckpt", {"arrays/0.npy": member})
+    with pytest.raises(CheckpointError, match=r"damaged .*: member 'arrays/0\.npy' declares "
+                                              rf"shape {re.escape(str(shape))} of float32"):
+        load_checkpoint(bad)
+
+
+def test_a_directory_is_reported_as_such(tmp_path):
+    (tmp_path / "latest.ckpt").mkdir()
+    with pytest.raises(CheckpointError, match="is a directory, not a checkpoint file"):
+        load_checkpoint(tmp_path / "latest.ckpt")
