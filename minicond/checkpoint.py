@@ -103,12 +103,11 @@ def _write_all(f: Any, data: bytes) -> None:
         f.write(view[start:start + (1 << 20)])
 
 
-def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:
-    """Write ``state`` to ``path`` atomically (temporary file, fsync, rename)."""
-    if not isinstance(state, dict):
-        raise TypeError(f"save_checkpoint: state must be a dict, got {type(state).__name__}")
+def write_atomic(path: str | os.PathLike, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically: a temporary file ``.NAME.*.tmp`` in the same
+    directory, fsync'ed, then renamed over ``path``. A failure leaves ``path`` as it was and
+    raises the ``OSError`` with ``path`` as its filename."""
     path = Path(path)
-    data = _serialise(state)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
@@ -121,11 +120,18 @@ def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:
         # Any failure, Ctrl-C included, drops the temporary file and leaves ``path`` as it was.
         Path(tmp).unlink(missing_ok=True)
         if isinstance(err, OSError) and err.filename is None:
-            # A failed write (a full disk) names no file; say which checkpoint it was.
+            # A failed write (a full disk) names no file; say which file it was.
             raise OSError(err.errno, err.strerror or str(err), str(path)) from err
         raise
     _fsync_directory(path.parent)
     return path
+
+
+def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:
+    """Write ``state`` to ``path`` atomically (temporary file, fsync, rename)."""
+    if not isinstance(state, dict):
+        raise TypeError(f"save_checkpoint: state must be a dict, got {type(state).__name__}")
+    return write_atomic(path, _serialise(state))
 
 
 def _fsync_directory(directory: Path) -> None:

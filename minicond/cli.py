@@ -2,24 +2,37 @@
 
 Layer: top. Parses arguments with argparse (a bad argument exits with status 2 and a message
 naming it), builds a :class:`~minicond.train.TrainConfig` and hands it to ``train.py``.
-Exit status: 0 done, 1 training stopped by an error (non-finite loss, unusable checkpoint,
-missing optional package), 2 bad arguments, 130 interrupted by Ctrl-C after saving.
+
+Every subcommand runs through :func:`run_command`, the one place that turns errors into a
+one-line message and an exit status (the README's table): 0 done; 1 the command ran and
+stopped on a failure (a non-finite training loss, a failed ``explain`` check); 2 bad
+arguments or files that cannot be read or written (``ValueError``, ``OSError``, a damaged
+checkpoint, a run directory in use, a missing optional package or backend, not enough
+memory); 130 interrupted by Ctrl-C. A subcommand's ``func`` returns 0 or 1 and raises for
+the rest.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
+import importlib.util
+import math
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from .backends import BACKEND_NAMES, BackendUnavailableError
-from .checkpoint import CheckpointError
 from .data import DATASETS
 from .models import MODELS
 
-EXIT_INTERRUPTED = 130
+EXIT_DONE = 0
+EXIT_STOPPED = 1          # the command ran and stopped on a failure (non-finite loss)
+EXIT_BAD_INPUT = 2        # bad arguments, unreadable or unwritable files
+EXIT_INTERRUPTED = 130    # Ctrl-C (128 + SIGINT, as shells report it)
+# Subcommands that live in their own module and add themselves with ``register(subparsers)``.
+OPTIONAL_COMMANDS = ("explain",)
 
 
 def _defaults() -> Any:
@@ -40,10 +53,20 @@ def _bounded(kind: Callable[[str], Any], low: float, name: str,
         if value != value or value < low or (strict and value == low):
             raise argparse.ArgumentTypeError(
                 f"{name} must be {'>' if strict else '>='} {low}, got {text}")
+        if isinstance(value, float) and math.isinf(value):
+            raise argparse.ArgumentTypeError(f"{name} must be finite, got {text}")
         return value
 
     parse.__name__ = kind.__name__
     return parse
+
+
+def _run_directory(text: str) -> str:
+    """An argparse type for ``--out``: an empty name would silently mean the current
+    directory."""
+    if not text:
+        raise argparse.ArgumentTypeError("must not be empty")
+    return text
 
 
 def _add_run_arguments(parser: argparse.ArgumentParser, defaults: Any) -> None:
@@ -91,40 +114,63 @@ def _config(args: argparse.Namespace, model: str, out: Path) -> Any:
         plots=not args.no_plots, progress=False if args.no_progress else None)
 
 
-def _fail(command: str, err: BaseException) -> int:
-    print(f"minicond {command}: error: {err}", file=sys.stderr)
-    return 1
+def _describe(err: BaseException) -> str:
+    """One line for an error; an ``OSError`` names its path first, as ``ls`` and ``cp`` do."""
+    if isinstance(err, MemoryError):
+        return "out of memory" + (f" ({err})" if str(err) else "") + (
+            "; lower --batch-size, --width or --image-size")
+    if isinstance(err, OSError) and err.filename is not None:
+        return f"{err.filename}: {err.strerror or err}"
+    return " ".join(str(err).split()) or type(err).__name__
+
+
+def run_command(args: argparse.Namespace) -> int:
+    """Run the parsed subcommand ``args.func(args)`` and map what it raises to the exit
+    statuses of the module docstring, printing ``minicond COMMAND: error: ...`` (one line,
+    no traceback) on stderr."""
+    from .train import RunDirectoryInUse, TrainingError
+
+    try:
+        return int(args.func(args))
+    except KeyboardInterrupt:
+        # A Ctrl-C outside the training steps (loading, a second Ctrl-C while saving).
+        print(f"minicond {args.command}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except TrainingError as err:
+        status = EXIT_STOPPED
+        message = _describe(err)
+    except (ValueError, OSError, MemoryError, RunDirectoryInUse, BackendUnavailableError,
+            ImportError) as err:
+        # ValueError includes checkpoint.CheckpointError (a damaged or foreign checkpoint).
+        status = EXIT_BAD_INPUT
+        message = _describe(err)
+    print(f"minicond {args.command}: error: {message}", file=sys.stderr)
+    return status
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from .train import TrainingError, train
+    from .train import train
 
-    out = Path(args.out) if args.out else Path("runs") / f"{args.model}-{args.dataset}"
-    try:
-        result = train(_config(args, args.model, out), resume=args.resume)
-    except (TrainingError, CheckpointError, BackendUnavailableError, ImportError) as err:
-        return _fail("train", err)
+    out = Path(args.out) if args.out is not None else Path("runs") / (
+        f"{args.model}-{args.dataset}")
+    result = train(_config(args, args.model, out), resume=args.resume)
     if result.status == "interrupted":
         return EXIT_INTERRUPTED
     final = result.final
     print(f"done: test accuracy {final.get('test_accuracy', 0):.4f} (best "
           f"{result.best_accuracy:.4f}), {sum(h['seconds'] for h in result.history):.0f} s "
           f"of training; checkpoints and metrics.jsonl in {result.out}")
-    return 0
+    return EXIT_DONE
 
 
 def run_compare(args: argparse.Namespace) -> int:
     from .profile import count_macs
-    from .train import TrainingError, train
+    from .train import train
 
-    out = Path(args.out) if args.out else Path("runs") / f"compare-{args.dataset}"
+    out = Path(args.out) if args.out is not None else Path("runs") / f"compare-{args.dataset}"
     rows = []
     for model in MODELS:
-        config = _config(args, model, out / model)
-        try:
-            result = train(config)
-        except (TrainingError, CheckpointError, BackendUnavailableError, ImportError) as err:
-            return _fail("compare", err)
+        result = train(_config(args, model, out / model))
         if result.status == "interrupted":
             return EXIT_INTERRUPTED
         macs = count_macs(result.model, result.image_shape).total
@@ -135,7 +181,7 @@ def run_compare(args: argparse.Namespace) -> int:
                      result.parameters, macs, images_per_second))
     print()
     print(format_comparison(rows))
-    return 0
+    return EXIT_DONE
 
 
 def format_comparison(rows: Sequence[tuple[str, float, float, int, int, float]]) -> str:
@@ -164,7 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
     train_p.add_argument("--model", choices=MODELS, default=defaults.model,
                          help="condconv (default) or its static twin")
     _add_run_arguments(train_p, defaults)
-    train_p.add_argument("--out", metavar="DIR", default=None,
+    train_p.add_argument("--out", metavar="DIR", type=_run_directory, default=None,
                          help="run directory (default runs/MODEL-DATASET)")
     train_p.add_argument("--resume", action="store_true",
                          help="continue from DIR/latest.ckpt with the same settings")
@@ -176,17 +222,14 @@ def build_parser() -> argparse.ArgumentParser:
         "epochs and optimizer; print accuracy, parameters, multiply-adds per image and "
         "training speed side by side.")
     _add_run_arguments(compare_p, defaults)
-    compare_p.add_argument("--out", metavar="DIR", default=None,
+    compare_p.add_argument("--out", metavar="DIR", type=_run_directory, default=None,
                            help="runs go to DIR/condconv and DIR/static "
                            "(default runs/compare-DATASET)")
     compare_p.set_defaults(func=run_compare)
 
-    try:
-        from . import explain
-    except ImportError:
-        explain = None
-    if explain is not None and hasattr(explain, "register"):
-        explain.register(sub)
+    for name in OPTIONAL_COMMANDS:
+        if importlib.util.find_spec(f"{__package__}.{name}") is not None:
+            importlib.import_module(f".{name}", __package__).register(sub)
     return parser
 
 
@@ -196,13 +239,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if getattr(args, "func", None) is None:
         parser.print_help()
-        return 2
-    try:
-        return int(args.func(args))
-    except KeyboardInterrupt:
-        # A Ctrl-C outside the training steps (loading, a second Ctrl-C while saving).
-        print(f"minicond {args.command}: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        return EXIT_BAD_INPUT
+    return run_command(args)
 
 
 if __name__ == "__main__":

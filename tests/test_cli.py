@@ -4,19 +4,22 @@ and the commands the README shows."""
 from __future__ import annotations
 
 import builtins
+import errno
 import re
 import shlex
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import pytest
 
-from minicond import cli
+from minicond import checkpoint, cli
 from minicond.checkpoint import load_checkpoint
 from minicond.cli import build_parser, main
+from minicond.train import Trainer
 
 ROOT = Path(__file__).parents[1]
 TINY = ["--train-size", "96", "--test-size", "48", "--image-size", "8", "--width", "4",
@@ -34,6 +37,9 @@ TINY = ["--train-size", "96", "--test-size", "48", "--image-size", "8", "--width
     (["train", "--optimizer", "lbfgs"], "argument --optimizer: invalid choice: 'lbfgs'"),
     (["train", "--backend", "tpu"], "argument --backend: invalid choice: 'tpu'"),
     (["train", "--image-size", "4"], "--image-size must be >= 8, got 4"),
+    (["train", "--lr", "inf"], "--lr must be finite, got inf"),
+    (["train", "--weight-decay", "inf"], "--weight-decay must be finite, got inf"),
+    (["compare", "--weight-decay", "inf"], "--weight-decay must be finite, got inf"),
     (["compare", "--resume"], "unrecognized arguments: --resume"),
     (["fly"], "invalid choice: 'fly'"),
 ])
@@ -42,6 +48,17 @@ def test_argument_errors_exit_2_with_a_message(argv, message, capsys):
         main(argv)
     assert exit_info.value.code == 2
     assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["train", "compare"])
+def test_an_empty_out_is_an_error(tmp_path, monkeypatch, command, capsys):
+    """Not the default directory: ``--out ""`` is refused before anything runs."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_info:
+        main([command, "--out", "", "--epochs", "1", "--no-plots", *TINY])
+    assert exit_info.value.code == 2
+    assert "argument --out: must not be empty" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())
 
 
 def test_no_command_prints_help(capsys):
@@ -60,9 +77,9 @@ def test_train_then_resume(tmp_path, capsys):
     assert len((out / "metrics.jsonl").read_text().splitlines()) == 2
 
 
-def test_train_errors_exit_1_with_a_message(tmp_path, capsys):
+def test_train_errors_exit_2_with_a_message(tmp_path, capsys):
     out = tmp_path / "nothing"
-    assert main(["train", "--out", str(out), "--resume", *TINY]) == 1
+    assert main(["train", "--out", str(out), "--resume", *TINY]) == 2
     assert f"minicond train: error: --resume: no checkpoint at '{out / 'latest.ckpt'}'" in (
         capsys.readouterr().err)
 
@@ -169,7 +186,7 @@ def test_digits_dataset(tmp_path, capsys):
     assert "on digits (1438 train / 359 test images)" in capsys.readouterr().out
 
 
-def test_digits_without_scikit_learn_exits_1_saying_what_to_install(tmp_path, monkeypatch,
+def test_digits_without_scikit_learn_exits_2_saying_what_to_install(tmp_path, monkeypatch,
                                                                     capsys):
     real_import = builtins.__import__
 
@@ -179,5 +196,114 @@ def test_digits_without_scikit_learn_exits_1_saying_what_to_install(tmp_path, mo
         return real_import(name, *args, **kwargs)
 
     monkeypatch.setattr(builtins, "__import__", no_sklearn)
-    assert main(["train", "--dataset", "digits", "--out", str(tmp_path), *TINY]) == 1
+    assert main(["train", "--dataset", "digits", "--out", str(tmp_path), *TINY]) == 2
     assert 'needs scikit-learn' in capsys.readouterr().err
+
+
+def one_line_error(capsys, argv, status=2) -> str:
+    """Run ``argv``; it must exit with ``status`` and print one line on stderr, no traceback."""
+    assert main(argv) == status
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    return err
+
+
+def test_out_that_is_a_file_or_under_one(tmp_path, capsys):
+    file = tmp_path / "notes.txt"
+    file.write_text("mine")
+    err = one_line_error(capsys, ["train", "--out", str(file), *TINY])
+    assert err == f"minicond train: error: {file}: File exists"
+    err = one_line_error(capsys, ["compare", "--out", str(file / "sub"), *TINY])
+    assert err.startswith("minicond compare: error: ") and str(file) in err
+    assert "Not a directory" in err
+    assert file.read_text() == "mine"
+
+
+def test_a_read_only_out_fails_before_training(tmp_path, monkeypatch, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "--epochs", "1", "--out", str(out), "--no-plots", *TINY]) == 0
+    real_mkstemp = tempfile.mkstemp
+
+    def read_only(*args, dir=None, **kwargs):
+        if dir is not None and Path(dir) == out:
+            raise PermissionError(errno.EACCES, "Permission denied", str(out / "tmpxyz"))
+        return real_mkstemp(*args, dir=dir, **kwargs)
+
+    monkeypatch.setattr(tempfile, "mkstemp", read_only)
+    monkeypatch.setattr(Trainer, "train_step", lambda *a: pytest.fail("trained a step"))
+    capsys.readouterr()
+    err = one_line_error(capsys, ["train", "--epochs", "2", "--out", str(out), "--resume",
+                                  "--no-plots", *TINY])
+    assert err == (f"minicond train: error: {out}: cannot write into the run directory "
+                   "(Permission denied)")
+
+
+def test_a_full_disk_while_saving(tmp_path, monkeypatch, capsys):
+    def full(f, data):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(checkpoint, "_write_all", full)
+    out = tmp_path / "run"
+    err = one_line_error(capsys, ["train", "--epochs", "1", "--out", str(out), *TINY])
+    assert err == f"minicond train: error: {out / 'best.ckpt'}: No space left on device"
+
+
+@pytest.mark.parametrize("option", ["--width", "--image-size"])
+def test_a_run_too_big_for_the_memory_is_refused_up_front(tmp_path, capsys, option):
+    err = one_line_error(capsys, ["train", "--out", str(tmp_path / "run"), *TINY, option,
+                                  "100000"])
+    assert re.search(r"needs about [\d.]+ [TPE]B of memory \(dataset .*more than the", err)
+    assert not (tmp_path / "run").exists()
+
+
+def test_memory_error_is_one_line(tmp_path, monkeypatch, capsys):
+    def out_of_memory(*args):
+        raise MemoryError
+
+    monkeypatch.setattr(Trainer, "train_step", out_of_memory)
+    err = one_line_error(capsys, ["train", "--out", str(tmp_path / "run"), *TINY])
+    assert err.startswith("minicond train: error: out of memory")
+
+
+def test_a_non_finite_loss_exits_1_and_tells_which_checkpoint_is_kept(tmp_path, capsys):
+    out = tmp_path / "run"
+    err = one_line_error(capsys, ["train", "--lr", "1e30", "--out", str(out), "--no-plots",
+                                  *TINY], status=1)
+    assert "stopped; no checkpoint was written yet in" in err and "kept" not in err
+    assert not (out / "latest.ckpt").exists()
+
+
+def test_latest_checkpoint_that_is_a_directory(tmp_path, capsys):
+    (tmp_path / "run" / "latest.ckpt").mkdir(parents=True)
+    err = one_line_error(capsys, ["train", "--out", str(tmp_path / "run"), "--resume", *TINY])
+    assert err.endswith(f"checkpoint '{tmp_path / 'run' / 'latest.ckpt'}' is a directory, not "
+                        "a checkpoint file")
+
+
+def test_a_second_run_on_the_same_out_is_refused(tmp_path, capsys):
+    out = tmp_path / "run"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from minicond.train import "
+         "lock_run_directory\nwith lock_run_directory(sys.argv[1]):\n print('locked', "
+         "flush=True); time.sleep(60)", str(out)],
+        cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        err = one_line_error(capsys, ["train", "--out", str(out), *TINY])
+        assert f"is in use by another run (process {holder.pid})" in err
+    finally:
+        holder.kill()
+        holder.wait()
+    # The kernel released the lock of the killed holder.
+    assert main(["train", "--epochs", "1", "--out", str(out), "--no-plots", *TINY]) == 0
+
+
+def test_the_readme_lists_the_exit_statuses():
+    text = (ROOT / "README.md").read_text()
+    section = text[text.index("## Exit statuses"):]
+    section = section[:section.index("\n## ", 1)]
+    rows = dict(re.findall(r"^\| `?(\d+)`? \| (.+?) \|$", section, flags=re.M))
+    assert set(rows) == {"0", "1", "2", "130"}
+    assert (cli.EXIT_DONE, cli.EXIT_STOPPED, cli.EXIT_BAD_INPUT, cli.EXIT_INTERRUPTED) == (
+        0, 1, 2, 130)
+    assert "non-finite" in rows["1"] and "interrupted" in rows["130"].lower()

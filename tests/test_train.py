@@ -4,14 +4,19 @@ non-finite loss, refuses checkpoints of other runs, and writes its plots."""
 from __future__ import annotations
 
 import builtins
+import errno
 import json
+import os
 import signal
+import tempfile
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 import minicond as mc
 from conftest import backend_available
+from minicond import checkpoint as checkpoint_module
 from minicond import train as train_module
 from minicond.checkpoint import CheckpointError, load_checkpoint
 from minicond.train import TrainConfig, Trainer, TrainingError, train
@@ -203,3 +208,154 @@ def test_an_ignored_ctrl_c_stays_ignored(tmp_path):
     result = train(tiny(tmp_path), log=quiet)
     assert result.status == "finished"
     assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+
+
+def accuracies(monkeypatch, values) -> None:
+    """Make the evaluation after epoch e report ``values[e - 1]`` as the test accuracy."""
+    calls = [0]
+
+    def evaluate(*args, **kwargs):
+        calls[0] += 1
+        return 1.0, values[calls[0] - 1]
+
+    monkeypatch.setattr(train_module, "evaluate", evaluate)
+
+
+def fail_save(monkeypatch, when) -> None:
+    """Make the checkpoint write for which ``when(name, state)`` holds fail as a full disk
+    does, after the earlier writes succeeded."""
+    real = train_module.save_checkpoint
+
+    def save(path, state):
+        if when(path.name, state):
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        return real(path, state)
+
+    monkeypatch.setattr(train_module, "save_checkpoint", save)
+
+
+def test_a_crash_between_the_two_checkpoints_of_an_epoch_loses_no_best(tmp_path, monkeypatch):
+    """Whichever of best.ckpt and latest.ckpt is written second at the end of epoch 2 (the
+    best one) fails; after a resume, best.ckpt holds epoch 2."""
+    accuracies(monkeypatch, [0.3, 0.6, 0.6, 0.4])
+    written: list[str] = []
+
+    def second_write_of_epoch_two(name, state):
+        if state["epoch"] == 2:
+            written.append(name)
+        return len(written) == 2
+
+    fail_save(monkeypatch, second_write_of_epoch_two)
+    with pytest.raises(OSError, match="No space left"):
+        train(tiny(tmp_path, epochs=3), log=quiet)
+    monkeypatch.setattr(train_module, "save_checkpoint", checkpoint_module.save_checkpoint)
+    result = train(tiny(tmp_path, epochs=3), resume=True, log=quiet)
+    assert result.best_accuracy == 0.6
+    best = load_checkpoint(tmp_path / "run" / "best.ckpt")
+    assert best["epoch"] == 2 and best["history"][-1]["test_accuracy"] == 0.6
+
+
+def test_resume_repairs_a_best_checkpoint_left_behind_by_a_crash(tmp_path, monkeypatch):
+    """latest.ckpt records epoch 2 as the best, best.ckpt still holds epoch 1 (a crash between
+    the two writes): resume rewrites best.ckpt from latest.ckpt."""
+    accuracies(monkeypatch, [0.3, 0.6])
+    run = tmp_path / "run"
+    train(tiny(tmp_path, epochs=1), log=quiet)
+    old_best = (run / "best.ckpt").read_bytes()
+    train(tiny(tmp_path, epochs=2), resume=True, log=quiet)
+    (run / "best.ckpt").write_bytes(old_best)
+    messages: list[str] = []
+    train(tiny(tmp_path, epochs=2), resume=True, log=messages.append)
+    assert load_checkpoint(run / "best.ckpt")["epoch"] == 2
+    assert any("best.ckpt" in m and "repaired" in m for m in messages)
+
+
+def test_stale_temporary_files_are_removed_at_start(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    stale = [".latest.ckpt.k2j4h1.tmp", ".best.ckpt.abc.tmp", ".metrics.jsonl.x1.tmp"]
+    for name in stale + ["notes.tmp", ".other.tmp"]:
+        (run / name).write_bytes(b"partial")
+    train(tiny(tmp_path, epochs=1), log=quiet)
+    names = {p.name for p in run.iterdir()}
+    assert not names & set(stale)
+    assert {"notes.tmp", ".other.tmp", "latest.ckpt", "metrics.jsonl"} <= names
+
+
+def test_a_full_disk_keeps_metrics_in_step_with_the_checkpoint(tmp_path, monkeypatch):
+    run = tmp_path / "run"
+    fail_save(monkeypatch, lambda name, state: name == "latest.ckpt" and state["epoch"] == 2)
+    with pytest.raises(OSError, match="No space left") as error:
+        train(tiny(tmp_path, epochs=3), log=quiet)
+    assert error.value.filename == str(run / "latest.ckpt")
+    assert load_checkpoint(run / "latest.ckpt")["epoch"] == 1
+    assert len((run / "metrics.jsonl").read_text().splitlines()) == 1
+    monkeypatch.undo()
+    # A metrics file ahead of the checkpoint (as an older version could leave it) is put back
+    # in step as soon as a run resumes, even one interrupted before its first epoch ends.
+    with open(run / "metrics.jsonl", "a") as f:
+        f.write('{"epoch": 2}\n')
+    interrupt_at(monkeypatch, 2)
+    assert train(tiny(tmp_path, epochs=3), resume=True, log=quiet).status == "interrupted"
+    assert len((run / "metrics.jsonl").read_text().splitlines()) == 1
+
+
+def test_a_second_run_on_the_same_directory_is_refused(tmp_path):
+    config = tiny(tmp_path, epochs=1)
+    with train_module.lock_run_directory(tmp_path / "run"):    # as a run in progress holds it
+        with pytest.raises(train_module.RunDirectoryInUse,
+                           match=rf"'{tmp_path / 'run'}' is in use by another run \(process "
+                                 rf"{os.getpid()}\)"):
+            train(config, log=quiet)
+        assert not (tmp_path / "run" / "latest.ckpt").exists()
+    assert train(config, log=quiet).status == "finished"        # released with its holder
+
+
+def test_a_read_only_run_directory_fails_before_training(tmp_path, monkeypatch):
+    train(tiny(tmp_path, epochs=1), log=quiet)
+    run = tmp_path / "run"
+    real_mkstemp = tempfile.mkstemp
+
+    def read_only(*args, dir=None, **kwargs):
+        if dir is not None and Path(dir) == run:
+            raise PermissionError(errno.EACCES, "Permission denied", str(run / "tmpxyz"))
+        return real_mkstemp(*args, dir=dir, **kwargs)
+
+    monkeypatch.setattr(tempfile, "mkstemp", read_only)
+    monkeypatch.setattr(Trainer, "train_step", lambda *a: pytest.fail("trained a step"))
+    with pytest.raises(PermissionError) as error:
+        train(tiny(tmp_path, epochs=2), resume=True, log=quiet)
+    assert error.value.filename == str(run)
+
+
+def test_non_finite_loss_in_the_first_epoch_says_nothing_was_saved(tmp_path, monkeypatch):
+    real = mc.functional.cross_entropy
+    monkeypatch.setattr(train_module.F, "cross_entropy",
+                        lambda *a, **k: real(*a, **k) * float("inf"))
+    with pytest.raises(TrainingError, match="no checkpoint was written yet") as error:
+        train(tiny(tmp_path), log=quiet)
+    assert "kept" not in str(error.value)
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"lr": float("inf")}, r"lr=inf must be in \(0\.0, inf\)"),
+    ({"weight_decay": float("inf")}, r"weight_decay=inf must be in \[0\.0, inf\)"),
+    ({"out": ""}, r"out='' must name a run directory"),
+    ({"width": 100000}, r"needs about [\d.]+ [TPG]B of memory .*more than the [\d.]+ [GMT]B"),
+    ({"image_size": 100000}, r"needs about [\d.]+ [TPGE]B of memory .*more than the [\d.]+ "),
+])
+def test_impossible_settings_are_refused_before_anything_is_built(tmp_path, monkeypatch,
+                                                                  changes, message):
+    monkeypatch.setattr(train_module, "_load_data", lambda c: pytest.fail("data loaded"))
+    with pytest.raises(ValueError, match=message):
+        train(tiny(tmp_path, **changes), log=quiet)
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("model", ["condconv", "static"])
+@pytest.mark.parametrize("width, experts", [(4, 1), (6, 3), (16, 4)])
+def test_the_memory_estimate_counts_the_parameters_of_the_model(tmp_path, model, width,
+                                                                experts):
+    config = tiny(tmp_path, model=model, width=width, experts=experts)
+    built = Trainer(config).model.num_parameters()
+    assert train_module.estimate_memory(config)["parameters"] == built
