@@ -90,7 +90,14 @@ class Node:
 
 
 class Function:
-    """Base class of differentiable operations; see the module docstring."""
+    """Base class of differentiable operations; see the module docstring.
+
+    Inputs must be float32/float64 tensors unless a subclass sets ``accepts_integer_dtypes``
+    (shape operations and indexing): those also move int64 and bool values, without a
+    gradient.
+    """
+
+    accepts_integer_dtypes = False
 
     @staticmethod
     def forward(ctx: Context, *args: Any, **kwargs: Any) -> Any:
@@ -104,6 +111,12 @@ class Function:
     def apply(cls, *args: Any, **kwargs: Any) -> Tensor:
         tensors = [a for a in args if isinstance(a, Tensor)]
         backend = tensors[0].backend
+        if not cls.accepts_integer_dtypes:
+            for t in tensors:
+                if t.dtype.kind != "f":
+                    raise TypeError(f"{cls.__name__}: got a tensor of dtype {t.dtype}; this "
+                                    "operation is defined for float32 and float64 tensors "
+                                    "only (convert with .float() or .double())")
         for t in tensors[1:]:
             if t.backend is not backend:
                 raise ValueError(f"{cls.__name__}: inputs live on backends "

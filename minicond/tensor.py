@@ -16,27 +16,35 @@ from .backends import get_backend
 
 float32 = np.dtype(np.float32)
 float64 = np.dtype(np.float64)
-_DTYPES = {"float32": float32, "float64": float64}
+int64 = np.dtype(np.int64)
+bool_ = np.dtype(np.bool_)
+FLOAT_DTYPES = (float32, float64)
+DTYPES = (float32, float64, int64, bool_)
+_DTYPES = {"float32": float32, "float64": float64, "int64": int64, "bool": bool_}
 _default_dtype = [float32]
 
 
-def as_dtype(dtype: Any, argument: str = "dtype") -> np.dtype:
-    """Normalise ``dtype`` to float32 or float64, or raise a TypeError naming ``argument``."""
+def as_dtype(dtype: Any, argument: str = "dtype", floating: bool = True) -> np.dtype:
+    """Normalise ``dtype`` to float32 or float64 (with ``floating=False`` also int64 or bool),
+    or raise a TypeError naming ``argument``."""
+    allowed = FLOAT_DTYPES if floating else DTYPES
     if isinstance(dtype, str) and dtype in _DTYPES:
-        return _DTYPES[dtype]
-    try:
-        # np.dtype(None) is float64, so None is rejected before asking NumPy
-        d = None if dtype is None else np.dtype(dtype)
-    except TypeError:
-        d = None
+        d = _DTYPES[dtype]
+    else:
+        try:
+            # np.dtype(None) is float64, so None is rejected before asking NumPy
+            d = None if dtype is None else np.dtype(dtype)
+        except TypeError:
+            d = None
     # ``None in (float32, float64)`` is true (NumPy compares None as float64): test it first
-    if d is None or d not in (float32, float64):
-        raise TypeError(f"{argument}={dtype!r} is not supported; expected float32 or float64")
+    if d is None or d not in allowed:
+        names = " or ".join(str(a) for a in allowed)
+        raise TypeError(f"{argument}={dtype!r} is not supported; expected {names}")
     return d
 
 
 def set_default_dtype(dtype: Any) -> None:
-    """Set the dtype of tensors built from Python numbers, lists and integer arrays."""
+    """Set the dtype of tensors built from Python floats and lists of them."""
     _default_dtype[0] = as_dtype(dtype)
 
 
@@ -45,11 +53,22 @@ def get_default_dtype() -> np.dtype:
 
 
 class Tensor:
-    """An n-dimensional float32/float64 array that can record operations for backward."""
+    """An n-dimensional array that can record operations for backward.
+
+    float32 and float64 tensors are differentiable. int64 and bool tensors (labels, indices,
+    the results of comparisons and ``argmax``) never require a gradient; differentiable
+    operations refuse them, shape operations and indexing accept them.
+    """
 
     __array_priority__ = 100  # make ``ndarray + Tensor`` call Tensor.__radd__
+    # ``==`` builds a tensor, so hashing stays by identity (as in PyTorch)
+    __hash__ = object.__hash__
 
     def __init__(self, data: Any, backend: ModuleType, requires_grad: bool = False) -> None:
+        if requires_grad and np.dtype(data.dtype) not in FLOAT_DTYPES:
+            raise TypeError(f"requires_grad=True needs a float32 or float64 tensor; a tensor "
+                            f"of dtype {data.dtype} has no gradient (convert it with .float() "
+                            "or .double() first)")
         self.data = data
         self.backend = backend
         self.requires_grad = bool(requires_grad)
@@ -100,11 +119,19 @@ class Tensor:
         """A NumPy copy of the values (from the device, for the CUDA backend)."""
         return self.backend.to_numpy(self.data)
 
-    def item(self) -> float:
+    def item(self) -> float | int | bool:
+        """The one value as a Python float, int or bool (after the tensor's dtype)."""
         if self.numel() != 1:
             raise ValueError(f"item(): tensor of shape {self.shape} has {self.numel()} "
                              "elements; expected exactly one")
-        return float(self.numpy().reshape(()))
+        return self.numpy().reshape(()).item()
+
+    def __bool__(self) -> bool:
+        if self.numel() != 1:
+            raise RuntimeError(f"the truth value of a tensor of shape {self.shape} "
+                               f"({self.numel()} elements) is ambiguous; test one element "
+                               "(t[i]) or reduce the tensor first")
+        return bool(self.item())
 
     def detach(self) -> Tensor:
         """The same values, cut from the graph (shares the array, like PyTorch)."""
@@ -114,31 +141,43 @@ class Tensor:
         if not self.is_leaf:
             raise ValueError("requires_grad_(): only leaf tensors can change requires_grad; "
                              "use .detach() first")
+        if requires_grad and self.dtype not in FLOAT_DTYPES:
+            raise TypeError(f"requires_grad_(): a tensor of dtype {self.dtype} has no "
+                            "gradient; convert it with .float() or .double() first")
         self.requires_grad = bool(requires_grad)
         return self
 
     def to(self, backend: str | None = None, dtype: Any = None) -> Tensor:
-        """A copy on ``backend`` and/or in ``dtype`` (a leaf keeps ``requires_grad``).
+        """A copy on ``backend`` and/or in ``dtype`` (float32, float64, int64 or bool).
 
-        A string that names a dtype (``"float64"``) is taken as the dtype.
+        A float leaf keeps ``requires_grad`` when the copy is a float too. A string that names
+        a dtype (``"float64"``) is taken as the dtype. Conversion to int64 truncates toward
+        zero; to bool, nonzero is True.
         """
         if isinstance(backend, str) and backend in _DTYPES and dtype is None:
             backend, dtype = None, backend
         target = get_backend(backend) if backend is not None else self.backend
-        dt = as_dtype(dtype) if dtype is not None else self.dtype
+        dt = as_dtype(dtype, floating=False) if dtype is not None else self.dtype
         if target is self.backend and dt == self.dtype:
             return self
         if target is self.backend:
             data = self.backend.astype(self.data, dt)
         else:
             data = target.from_numpy(self.numpy(), dt)
-        return Tensor(data, target, requires_grad=self.requires_grad and self.is_leaf)
+        keep = self.requires_grad and self.is_leaf and dt in FLOAT_DTYPES
+        return Tensor(data, target, requires_grad=keep)
 
     def float(self) -> Tensor:
         return self.to(dtype=float32)
 
     def double(self) -> Tensor:
         return self.to(dtype=float64)
+
+    def long(self) -> Tensor:
+        return self.to(dtype=int64)
+
+    def bool(self) -> Tensor:
+        return self.to(dtype=bool_)
 
     # --- autograd -----------------------------------------------------------------------------
     def backward(self, grad: Any = None, retain_graph: bool = False) -> None:
@@ -229,7 +268,35 @@ class Tensor:
         return F.matmul(self, other)
 
     def __getitem__(self, index: Any) -> Tensor:
-        return F.index_batch(self, index)
+        return F.index(self, index)
+
+    def __setitem__(self, index: Any, value: Any) -> None:
+        raise TypeError(
+            "tensors do not support item assignment (t[i] = v): autograd saves input values "
+            "for the backward pass, and writing into a tensor in place would silently make "
+            "those saved values, and so the gradients, wrong. Build a new tensor instead, e.g. "
+            "mc.functional.where(mask, v, t) or arithmetic such as t * keep + v * (1 - keep), "
+            "or edit a copy: a = t.numpy(); a[i] = v; t = mc.tensor(a)")
+
+    # comparisons: bool tensors, never differentiable (PyTorch's type promotion, see
+    # functional.indexing.compare)
+    def __lt__(self, other: Any) -> Tensor:
+        return F.compare(self, other, "lt")
+
+    def __le__(self, other: Any) -> Tensor:
+        return F.compare(self, other, "le")
+
+    def __gt__(self, other: Any) -> Tensor:
+        return F.compare(self, other, "gt")
+
+    def __ge__(self, other: Any) -> Tensor:
+        return F.compare(self, other, "ge")
+
+    def __eq__(self, other: Any) -> Tensor:  # type: ignore[override]
+        return F.compare(self, other, "eq")
+
+    def __ne__(self, other: Any) -> Tensor:  # type: ignore[override]
+        return F.compare(self, other, "ne")
 
     # --- methods ------------------------------------------------------------------------------
     def exp(self) -> Tensor:
@@ -283,30 +350,44 @@ class Tensor:
     def flatten(self, start_dim: int = 0) -> Tensor:
         return F.flatten(self, start_dim)
 
+    def argmax(self, dim: int | None = None, keepdim: bool = False) -> Tensor:
+        return F.argmax(self, dim, keepdim)
+
 
 def tensor(data: Any, dtype: Any = None, requires_grad: bool = False,
            backend: str | ModuleType | None = None) -> Tensor:
     """Build a leaf tensor from a NumPy array, a nested list, a number or a Tensor.
 
-    NumPy float32/float64 arrays keep their dtype; everything else becomes the default dtype
-    (float32) unless ``dtype`` says otherwise.
+    Without ``dtype``, the dtype follows the data, as in PyTorch: NumPy float32/float64 arrays
+    keep theirs; integers (Python ints, NumPy integer arrays of any width) become int64;
+    booleans become bool; other floats (Python floats, float16) become the default dtype
+    (float32). So ``tensor([1.0, 2.0])`` is float32 and ``tensor(np.arange(3))`` is int64.
+    ``dtype`` is one of float32, float64, int64, bool; only float tensors may set
+    ``requires_grad``.
     """
     be = get_backend(backend)
     if isinstance(data, Tensor):
         data = data.numpy()
-    if dtype is not None:
-        dt = as_dtype(dtype)
-    elif isinstance(data, np.ndarray) and data.dtype in (float32, float64):
-        dt = np.dtype(data.dtype)
-    else:
-        dt = get_default_dtype()
     try:
         arr = np.asarray(data)
     except ValueError as err:
         raise ValueError(f"tensor(): data is not a rectangular array: {err}") from None
     if arr.dtype.kind not in "biuf":
         raise TypeError(f"tensor(): data of dtype {arr.dtype} is not supported; expected real "
-                        "numbers")
+                        "numbers or booleans")
+    if dtype is not None:
+        dt = as_dtype(dtype, floating=False)
+    elif arr.dtype.kind == "b":
+        dt = bool_
+    elif arr.dtype.kind in "iu":
+        dt = int64
+    elif arr.dtype in FLOAT_DTYPES and isinstance(data, (np.ndarray, np.generic)):
+        dt = np.dtype(arr.dtype)
+    else:
+        dt = get_default_dtype()
+    if requires_grad and dt not in FLOAT_DTYPES:
+        raise TypeError(f"tensor(): requires_grad=True needs a float dtype; this tensor would "
+                        f"be {dt} (pass dtype=mc.float32 or float data)")
     return Tensor(be.from_numpy(arr, dt), be, requires_grad=requires_grad)
 
 

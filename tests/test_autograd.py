@@ -296,7 +296,8 @@ def test_python_scalars_and_arrays_keep_the_tensor_dtype(backend, dtype):
 def test_default_dtype_is_float32():
     assert mc.get_default_dtype() == np.float32
     assert mc.tensor([1.0, 2.0]).dtype == np.float32
-    assert mc.tensor(np.arange(3)).dtype == np.float32
+    assert mc.tensor(np.arange(3)).dtype == np.int64  # integers stay integers, as in PyTorch
+    assert mc.tensor(np.arange(3), dtype="float32").dtype == np.float32
     assert mc.tensor(np.zeros(2)).dtype == np.float64  # a float64 array keeps its dtype
 
 

@@ -58,24 +58,28 @@ def tolerance(dtype: np.dtype) -> dict[str, float]:
 
 
 def agree(other: str, name: str, args: tuple, dtype: np.dtype, exact: bool = False,
-          host_output: bool = False) -> None:
+          host_output: bool = False, host_args: tuple[int, ...] = ()) -> None:
     """Call kernel ``name`` on numpy_ref and on ``other`` with the same arguments and compare.
 
-    Floating NumPy arrays in ``args`` are cast to ``dtype`` (and moved onto the backend for
-    ``other``); everything else (ints, tuples, int64 index arrays) passes through unchanged.
-    Outputs are backend arrays, read back with ``to_numpy``, unless ``host_output``.
+    Floating NumPy arrays in ``args`` are cast to ``dtype``; they and int64/bool arrays are
+    moved onto the backend for ``other``, except the arguments at positions ``host_args``
+    (index arrays, which kernels take as NumPy arrays); everything else (ints, tuples) passes
+    through unchanged. Outputs are backend arrays, read back with ``to_numpy``, unless
+    ``host_output``.
     """
     be = get_backend(other)
 
     def host(a):
         return a.astype(dtype) if isinstance(a, np.ndarray) and a.dtype.kind == "f" else a
 
-    def dev(a):
-        return be.from_numpy(host(a), dtype) if isinstance(a, np.ndarray) and \
-            a.dtype.kind == "f" else a
+    def dev(k, a):
+        if k in host_args or not isinstance(a, np.ndarray):
+            return a
+        a = host(a)
+        return be.from_numpy(a, a.dtype)
 
     want = getattr(numpy_ref, name)(*map(host, args))
-    got = getattr(be, name)(*map(dev, args))
+    got = getattr(be, name)(*(dev(k, a) for k, a in enumerate(args)))
     if not isinstance(want, tuple):
         want, got = (want,), (got,)
     assert len(got) == len(want), f"{name}: {len(got)} outputs, expected {len(want)}"
@@ -109,8 +113,15 @@ def test_creation_and_transfer(other, limit, dtype, data):
     agree(other, "to_numpy", (a,), dtype, exact=True, host_output=True)   # after from_numpy
     value = data.draw(st.floats(-1e3, 1e3))
     agree(other, "full", (shape, value, dtype), dtype, exact=True)
-    target = np.dtype(data.draw(st.sampled_from(DTYPES)))
+    target = np.dtype(data.draw(st.sampled_from(DTYPES + ("int64", "bool"))))
     agree(other, "astype", (a, target), dtype, exact=True)
+    # int64 and bool arrays move, fill and convert too (to int64: truncation toward zero)
+    for kind in ("int64", "bool"):
+        k = np.asarray(3 * a).astype(kind)
+        agree(other, "to_numpy", (k,), dtype, exact=True, host_output=True)
+        agree(other, "astype", (k, dtype), dtype, exact=True)
+        agree(other, "astype", (k, target), dtype, exact=True)
+        agree(other, "full", (shape, data.draw(st.integers(-5, 5)), kind), dtype, exact=True)
     # from_numpy also converts: a float64 array lands as ``dtype``
     np.testing.assert_array_equal(be.to_numpy(be.from_numpy(a, dtype)), a.astype(dtype))
 
@@ -143,6 +154,23 @@ def broadcast_pairs(draw, limit: int) -> tuple[tuple[int, ...], tuple[int, ...]]
     b = a[draw(st.integers(0, len(a))):]
     b = tuple(1 if draw(st.booleans()) else n for n in b)
     return (a, b) if draw(st.booleans()) else (b, a)
+
+
+@covers("compare", "where")
+@fixture_settings
+@given(data=st.data(), kind=st.sampled_from(["float", "int64", "bool"]))
+def test_compare_and_where(other, limit, dtype, data, kind):
+    """Comparisons give bool arrays; ``where`` selects; both on every dtype of the table."""
+    sa, sb = data.draw(broadcast_pairs(limit))
+    rng = np.random.default_rng(data.draw(st.integers(0, 99)))
+    # a coarse grid, so that equal values occur
+    a, b = (np.asarray(np.round(2 * rng.standard_normal(s))) for s in (sa, sb))
+    if kind != "float":
+        a, b = a.astype(kind), b.astype(kind)
+    for op in ("lt", "le", "gt", "ge", "eq", "ne"):
+        agree(other, "compare", (a, b, op), dtype, exact=True)
+    cond = rng.standard_normal(sb[-1:] if sb else ()) > 0
+    agree(other, "where", (cond, a, b), dtype, exact=True)
 
 
 @covers("add", "sub", "mul", "div", "gt", "eq")
@@ -211,7 +239,7 @@ def test_reductions(other, limit, dtype, data):
     agree(other, "argmax", (a, data.draw(st.integers(0, len(shape) - 1))), dtype, exact=True)
 
 
-@covers("reshape", "permute", "broadcast_to", "take_rows", "scatter_add_rows")
+@covers("reshape", "permute", "broadcast_to", "gather", "scatter_add")
 @fixture_settings
 @given(data=st.data())
 def test_shape_kernels(other, limit, dtype, data):
@@ -225,11 +253,15 @@ def test_shape_kernels(other, limit, dtype, data):
         data.draw(st.integers(1, 3)) if n == 1 else n for n in shape)
     ones = tuple(1 if data.draw(st.booleans()) else n for n in shape)
     agree(other, "broadcast_to", (rng.standard_normal(ones), target), dtype, exact=True)
-    index = np.array(data.draw(st.lists(st.integers(0, shape[0] - 1), min_size=1,
-                                        max_size=2 * limit)), dtype=np.int64)
-    agree(other, "take_rows", (a, index), dtype, exact=True)
-    g = rng.standard_normal((index.size,) + shape[1:])
-    agree(other, "scatter_add_rows", (shape, index, g), dtype)
+    # flat positions of any shape, repeats included (they must accumulate in scatter_add)
+    index = rng.integers(0, a.size, size=shapes(data.draw, limit, 0, 3)).astype(np.int64)
+    agree(other, "gather", (a, index), dtype, exact=True, host_args=(1,))
+    for kind in ("int64", "bool"):
+        agree(other, "gather", (a.round().astype(kind), index), dtype, exact=True,
+              host_args=(1,))
+        agree(other, "permute", (a.round().astype(kind), axes), dtype, exact=True)
+    g = rng.standard_normal(index.shape)
+    agree(other, "scatter_add", (shape, index, g), dtype, host_args=(1,))
 
 
 # --- linear algebra and activations ----------------------------------------------------------

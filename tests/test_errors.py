@@ -61,6 +61,9 @@ not_an_int = st.one_of(st.floats(allow_nan=True), st.text(max_size=3), st.none()
 unknown_name = st.text(max_size=8).filter(lambda s: s not in BACKEND_NAMES)
 bad_dtype = st.sampled_from(["float16", "int32", "int64", "complex64", "bool", "str",
                              "bfloat16", np.float16, np.int32, int, complex, bool, object])
+# tensors also hold int64 and bool (not differentiable); parameters and layers do not
+bad_tensor_dtype = st.sampled_from(["float16", "int32", "complex64", "str", "bfloat16",
+                                    np.float16, np.int32, np.uint8, complex, object])
 bad_pair = st.one_of(st.tuples(st.integers(1, 3)), st.tuples(*[st.integers(1, 3)] * 3))
 
 
@@ -84,7 +87,7 @@ def bad_pair_value(minimum: int):
 @st.composite
 def tensor_cases(draw, kind):
     if kind == "dtype":
-        dt = draw(bad_dtype)
+        dt = draw(bad_tensor_dtype)
         return Case(lambda: mc.tensor([1.0, 2.0], dtype=dt), TypeError, "dtype", kind)
     if kind == "data type":
         data = draw(st.one_of(st.text(min_size=1, max_size=3), st.complex_numbers(),
@@ -130,7 +133,8 @@ def test_backward_rejects_bad_arguments(kind, data):
 
 
 @given(bad=st.one_of(st.tuples(st.just("backend"), unknown_name.filter(
-    lambda s: s not in ("float32", "float64"))), st.tuples(st.just("dtype"), bad_dtype)))
+    lambda s: s not in ("float32", "float64", "int64", "bool"))),
+    st.tuples(st.just("dtype"), bad_tensor_dtype)))
 def test_to_rejects_unknown_backend_and_dtype(bad):
     arg, value = bad
     x = t((2,))
@@ -395,17 +399,21 @@ def test_permute_rejects_bad_dims(kind, shape, data):
         x.permute(*dims)
 
 
-@pytest.mark.parametrize("kind", ["range", "list range", "float", "2-D", "bool", "tuple"])
+@pytest.mark.parametrize("kind", ["range", "list range", "float", "float list",
+                                  "float tensor", "too many", "mask shape", "str"])
 @given(n=st.integers(1, 4), data=st.data())
 def test_index_rejects_bad_indices(kind, n, data):
     x = t((n, 2))
     if kind in ("range", "list range"):
         i = data.draw(st.integers(n, 2**40) | st.integers(-2**40, -n - 1))
         index, exc = (i if kind == "range" else [0, i]), IndexError
+    elif kind in ("too many", "mask shape"):
+        exc = IndexError
+        index = (0, 1, 0) if kind == "too many" else np.array([True] * (n + 1))
     else:
         exc = TypeError
-        index = {"float": 1.5, "2-D": [[0], [0]], "bool": np.array([True] * n),
-                 "tuple": (0, 1)}[kind]
+        index = {"float": 1.5, "float list": [0.0, 1.0], "str": "a",
+                 "float tensor": mc.tensor([0.0], backend="numpy")}[kind]
     with pytest.raises(exc, match="index"):
         x[index]
 

@@ -213,54 +213,6 @@ def test_flatten(backend, size_limit, seed, data):
           backend)
 
 
-# --- indexing the batch axis ------------------------------------------------------------------
-
-@st.composite
-def batch_index(draw, n):
-    """An int, a slice, or a list of rows that may repeat."""
-    kind = draw(st.sampled_from(["int", "slice", "list"]))
-    if kind == "int":
-        return draw(st.integers(-n, n - 1))
-    if kind == "slice":
-        bound = st.none() | st.integers(-n - 1, n + 1)
-        return slice(draw(bound), draw(bound), draw(st.none() | st.sampled_from([-2, -1, 1, 2])))
-    return draw(st.lists(st.integers(-n, n - 1), min_size=1, max_size=2 * n))
-
-
-def torch_index(index, n):
-    """The same rows for PyTorch, which has no negative-step slices."""
-    if isinstance(index, int):
-        return index
-    rows = np.arange(n)[index] if isinstance(index, slice) else np.asarray(index)
-    return torch.as_tensor(rows.copy(), dtype=torch.int64)
-
-
-@fixture_settings
-@given(seed=seeds, data=st.data())
-def test_index_batch_axis(backend, size_limit, seed, data):
-    shape = data.draw(shapes(size_limit, max_dims=3))
-    index = data.draw(batch_index(shape[0]))
-    rows = np.arange(shape[0])[index]
-    if np.size(rows) == 0:  # an empty selection has nothing to compare or differentiate
-        x = mc.tensor(values(shape, seed), backend=backend)
-        assert x[index].shape == (0,) + shape[1:]
-        return
-    check(lambda x: x[index], lambda x: x[torch_index(index, shape[0])], [values(shape, seed)],
-          backend)
-
-
-def test_repeated_rows_accumulate_their_gradients(backend):
-    a = values((3, 2), 0)
-    x = mc.tensor(a, requires_grad=True, backend=backend)
-    g = np.arange(8.0).reshape(4, 2)
-    x[[2, 0, 2, 2]].backward(g)
-    expected = np.zeros((3, 2))
-    expected[0] = g[1]
-    expected[2] = g[0] + g[2] + g[3]
-    np.testing.assert_array_equal(x.grad.numpy(), expected)
-    np.testing.assert_array_equal(x[[2, 0, 2, 2]].numpy(), a[[2, 0, 2, 2]])
-
-
 # --- matmul -----------------------------------------------------------------------------------
 
 @fixture_settings

@@ -48,12 +48,14 @@ from .numpy_ref import (  # noqa: F401 - re-exported as this backend's kernels
     argmax,
     astype,
     broadcast_to,
+    compare,
     div,
     dropout_mask,
     eq,
     exp,
     from_numpy,
     full,
+    gather,
     gt,
     log,
     log1p,
@@ -75,9 +77,9 @@ from .numpy_ref import (  # noqa: F401 - re-exported as this backend's kernels
     sqrt,
     sub,
     sum,
-    take_rows,
     tanh,
     to_numpy,
+    where,
 )
 from .table import conv_output_size
 
@@ -418,8 +420,8 @@ def _pad_backward_kernel(g, src_h, src_w, out):
 
 
 @njit(cache=True, nogil=True)
-def _scatter_add_rows_kernel(index, g, out):
-    """out[index[k]] += g[k], rows in index order (a repeated row accumulates)."""
+def _scatter_add_kernel(index, g, out):
+    """out[index[k]] += g[k] in index order (a repeated position accumulates)."""
     for k in range(index.shape[0]):
         out[index[k]] += g[k]
 
@@ -728,20 +730,18 @@ def erf(a):
     return out
 
 
-# --- rows --------------------------------------------------------------------------------------
+# --- scatter ----------------------------------------------------------------------------------
 
-def scatter_add_rows(shape, index, g):
+def scatter_add(shape, index, g):
     index = np.ascontiguousarray(index, dtype=np.int64).reshape(-1)
-    n = shape[0] if len(shape) else 0
+    n = math.prod(shape)
     # The kernel indexes without bounds checks: a bad index must stop here.
     if index.size and (index.min() < 0 or index.max() >= n):
-        raise ValueError(f"scatter_add_rows: index has values in [{index.min()}, "
+        raise ValueError(f"scatter_add: index has values in [{index.min()}, "
                          f"{index.max()}]; expected 0 <= index < {n}")
-    if g.shape[:1] != index.shape or tuple(g.shape[1:]) != tuple(shape[1:]):
-        raise ValueError(f"scatter_add_rows: g has shape {g.shape}; expected "
-                         f"{index.shape + tuple(shape[1:])}")
-    out = np.zeros(shape, dtype=g.dtype)
-    if out.size and index.size:
-        _scatter_add_rows_kernel(index, np.ascontiguousarray(g).reshape(index.size, -1),
-                                 out.reshape(n, -1))
-    return out
+    if g.size != index.size:
+        raise ValueError(f"scatter_add: g has {g.size} elements; index has {index.size}")
+    out = np.zeros(n, dtype=g.dtype)
+    if n and index.size:
+        _scatter_add_kernel(index, np.ascontiguousarray(g).reshape(-1), out)
+    return out.reshape(shape)

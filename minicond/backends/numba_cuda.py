@@ -3,8 +3,8 @@
 Layer: bottom (see ``table.py`` for the signatures). Arrays are Numba device arrays from
 ``from_numpy`` to ``to_numpy``: no kernel here copies data back to the host, so a training step
 (forward, backward, optimizer update) stays on the GPU. The only host-to-device copies besides
-``from_numpy`` are the small row indices of ``take_rows``/``scatter_add_rows`` (they arrive as
-NumPy arrays) and the random-number states of ``dropout_mask``.
+``from_numpy`` are the flat positions of ``gather``/``scatter_add`` (they arrive as NumPy
+arrays, computed from shapes alone) and the random-number states of ``dropout_mask``.
 
 Kernel families (``docs/cuda.md`` has the thread-to-output maps and the tiling):
 
@@ -17,7 +17,7 @@ Kernel families (``docs/cuda.md`` has the thread-to-output maps and the tiling):
   serves ``matmul``, ``mix_experts`` and its gradients, and the three convolutions as implicit
   GEMMs whose operand tiles are gathered straight from the image: no column matrix is built;
 * gathers for ``pad``/``pad_backward``/``im2col``/``col2im`` (each output has one writer, so
-  no atomics and a fixed summation order), atomics only in ``scatter_add_rows``.
+  no atomics and a fixed summation order), atomics only in ``scatter_add``.
 
 Every kernel is built per dtype by a cached factory, so each float literal is a constant of the
 array's dtype and float32 kernels contain no float64 arithmetic (``tests/test_cuda.py``
@@ -306,10 +306,21 @@ def full(shape, value, dtype):
 
 @functools.cache
 def _cast_kernel(src, dst):
+    if np.dtype(dst) == np.bool_:
+        zero = np.dtype(src).type(0)
+
+        @_kernel
+        def cast_to_bool(out, a):
+            for i in range(cuda.grid(1), out.shape[0], cuda.gridsize(1)):
+                out[i] = a[i] != zero
+        return cast_to_bool
+    # conversion on store: truncation toward zero for int64, 0/1 from bool
+    convert = np.dtype(dst).type
+
     @_kernel
     def cast(out, a):
         for i in range(cuda.grid(1), out.shape[0], cuda.gridsize(1)):
-            out[i] = a[i]
+            out[i] = convert(a[i])
     return cast
 
 
@@ -416,6 +427,37 @@ def _zip_kernel(op, dtype):
     return zip2
 
 
+@functools.cache
+def _compare_kernel(op, dtype):
+    test = {"lt": lambda x, y: x < y, "le": lambda x, y: x <= y, "gt": lambda x, y: x > y,
+            "ge": lambda x, y: x >= y, "eq": lambda x, y: x == y,
+            "ne": lambda x, y: x != y}[op]
+    f = cuda.jit(device=True, inline=True)(test)
+    offset = _offset_fn()
+
+    @_kernel
+    def compare2(out, a, b, shape, sa, sb):
+        """out[i] = a[offset_a(i)] op b[offset_b(i)], a bool: one thread per output."""
+        for i in range(cuda.grid(1), out.shape[0], cuda.gridsize(1)):
+            out[i] = f(a[offset(i, shape, sa)], b[offset(i, shape, sb)])
+    return compare2
+
+
+@functools.cache
+def _where_kernel(dtype):
+    offset = _offset_fn()
+
+    @_kernel
+    def where3(out, c, a, b, shape, sc, sa, sb):
+        """out[i] = a[offset_a(i)] if c[offset_c(i)] else b[offset_b(i)]."""
+        for i in range(cuda.grid(1), out.shape[0], cuda.gridsize(1)):
+            if c[offset(i, shape, sc)]:
+                out[i] = a[offset(i, shape, sa)]
+            else:
+                out[i] = b[offset(i, shape, sb)]
+    return where3
+
+
 def _map(op, a):
     out = _empty(a.shape, a.dtype)
     if out.size:
@@ -465,6 +507,29 @@ def maximum(a, b):
 
 def minimum(a, b):
     return _zip("minimum", a, b)
+
+
+def compare(a, b, op):
+    out_shape = np.broadcast_shapes(tuple(a.shape), tuple(b.shape))
+    out = _empty(out_shape, np.bool_)
+    if out.size:
+        shape, (sa, sb) = _collapse(out_shape, _broadcast_strides(a.shape, out_shape),
+                                    _broadcast_strides(b.shape, out_shape))
+        _compare_kernel(op, np.dtype(a.dtype))[_blocks(out.size), THREADS](
+            _flat(out), _flat(a), _flat(b), shape, sa, sb)
+    return out
+
+
+def where(cond, a, b):
+    out_shape = np.broadcast_shapes(tuple(cond.shape), tuple(a.shape), tuple(b.shape))
+    dt = np.dtype(a.dtype)
+    out = _empty(out_shape, dt)
+    if out.size:
+        shape, strides = _collapse(out_shape, *(_broadcast_strides(t.shape, out_shape)
+                                                for t in (cond, a, b)))
+        _where_kernel(dt)[_blocks(out.size), THREADS](
+            _flat(out), _flat(cond), _flat(a), _flat(b), shape, *strides)
+    return out
 
 
 def neg(a):
@@ -670,46 +735,41 @@ def broadcast_to(a, shape):
 
 
 @functools.cache
-def _take_rows_kernel(dtype):
+def _take_kernel(dtype):
     @_kernel
-    def take(out, a, index, row):
-        """One thread per output element: out[k, j] = a[index[k], j]."""
-        for i in range(cuda.grid(1), out.shape[0], cuda.gridsize(1)):
-            k = i // row
-            out[i] = a[index[k] * row + (i - k * row)]
+    def take(out, a, index):
+        """One thread per output element: out[k] = a[index[k]]."""
+        for k in range(cuda.grid(1), out.shape[0], cuda.gridsize(1)):
+            out[k] = a[index[k]]
     return take
 
 
 @functools.cache
-def _scatter_rows_kernel(dtype):
+def _scatter_kernel(dtype):
     @_kernel
-    def scatter(out, g, index, row):
-        """One thread per element of g: out[index[k], j] += g[k, j] (atomic: rows repeat)."""
-        for i in range(cuda.grid(1), g.shape[0], cuda.gridsize(1)):
-            k = i // row
-            cuda.atomic.add(out, index[k] * row + (i - k * row), g[i])
+    def scatter(out, g, index):
+        """One thread per element of g: out[index[k]] += g[k] (atomic: positions repeat)."""
+        for k in range(cuda.grid(1), g.shape[0], cuda.gridsize(1)):
+            cuda.atomic.add(out, index[k], g[k])
     return scatter
 
 
-def take_rows(a, index):
-    index = np.ascontiguousarray(index, dtype=np.int64).reshape(-1)
-    shape = tuple(a.shape)
-    out = _empty((index.size,) + shape[1:], a.dtype)
+def gather(a, index):
+    index = np.asarray(index, dtype=np.int64)
+    out = _empty(index.shape, a.dtype)
     if out.size:
-        row = int(np.prod(shape[1:], dtype=np.int64))
-        _take_rows_kernel(np.dtype(a.dtype))[_blocks(out.size), THREADS](
-            _flat(out), _flat(a), cuda.to_device(index), row)
+        _take_kernel(np.dtype(a.dtype))[_blocks(out.size), THREADS](
+            _flat(out), _flat(a), cuda.to_device(np.ascontiguousarray(index.reshape(-1))))
     return out
 
 
-def scatter_add_rows(shape, index, g):
+def scatter_add(shape, index, g):
     index = np.ascontiguousarray(index, dtype=np.int64).reshape(-1)
     shape = tuple(int(s) for s in shape)
     out = full(shape, 0.0, g.dtype)
     if out.size and index.size:
-        row = int(np.prod(shape[1:], dtype=np.int64))
-        _scatter_rows_kernel(np.dtype(g.dtype))[_blocks(g.size), THREADS](
-            _flat(out), _flat(g), cuda.to_device(index), row)
+        _scatter_kernel(np.dtype(g.dtype))[_blocks(index.size), THREADS](
+            _flat(out), _flat(g), cuda.to_device(index))
     return out
 
 
@@ -1307,6 +1367,7 @@ def kernel_signatures(dtype) -> list[tuple[str, Callable, tuple]]:
     arr = _nbt.Array(f, 1, "C")
     i64 = _nbt.int64
     iarr = _nbt.Array(i64, 1, "C")
+    barr = _nbt.Array(_nbt.boolean, 1, "C")
 
     def tup(n):
         return _nbt.UniTuple(i64, n)
@@ -1315,8 +1376,14 @@ def kernel_signatures(dtype) -> list[tuple[str, Callable, tuple]]:
              ("astype", _cast_kernel(dt, dt), (arr, arr)),
              ("power", _power_kernel(dt), (arr, arr, f)),
              ("argmax", _argmax_kernel(dt), (iarr, arr, i64, i64)),
-             ("take_rows", _take_rows_kernel(dt), (arr, arr, iarr, i64)),
-             ("scatter_add_rows", _scatter_rows_kernel(dt), (arr, arr, iarr, i64))]
+             ("gather[flat]", _take_kernel(dt), (arr, arr, iarr)),
+             ("scatter_add", _scatter_kernel(dt), (arr, arr, iarr)),
+             ("where", _where_kernel(dt), (arr, barr, arr, arr) + (tup(2),) * 4)]
+    for target, tarr in (("int64", iarr), ("bool", barr)):
+        cases.append((f"astype[{target}]", _cast_kernel(dt, np.dtype(target)), (tarr, arr)))
+    for op in ("lt", "le", "gt", "ge", "eq", "ne"):
+        cases.append((f"compare_{op}", _compare_kernel(op, dt),
+                      (barr, arr, arr, tup(2), tup(2), tup(2))))
     for op in ("neg", "exp", "log", "sqrt", "relu", "sigmoid"):
         cases.append((op, _map_kernel(op, dt), (arr, arr)))
     for op in ("add", "sub", "mul", "div", "gt", "eq"):

@@ -68,6 +68,18 @@ def eq(a, b):
     return (a == b).astype(np.result_type(a, b))
 
 
+_COMPARISONS = {"lt": np.less, "le": np.less_equal, "gt": np.greater,
+                "ge": np.greater_equal, "eq": np.equal, "ne": np.not_equal}
+
+
+def compare(a, b, op):
+    return _COMPARISONS[op](a, b)
+
+
+def where(cond, a, b):
+    return np.where(cond, a, b)
+
+
 def neg(a):
     return -a
 
@@ -146,14 +158,14 @@ def broadcast_to(a, shape):
     return np.ascontiguousarray(np.broadcast_to(a, shape))
 
 
-def take_rows(a, index):
-    return a[index]
+def gather(a, index):
+    return np.reshape(a, -1)[index]
 
 
-def scatter_add_rows(shape, index, g):
-    out = np.zeros(shape, dtype=g.dtype)
-    np.add.at(out, index, g)  # repeated rows accumulate
-    return out
+def scatter_add(shape, index, g):
+    out = np.zeros(int(np.prod(shape)), dtype=g.dtype)
+    np.add.at(out, np.reshape(index, -1), np.reshape(g, -1))  # repeated positions accumulate
+    return out.reshape(shape)
 
 
 # --- linear algebra and activations ----------------------------------------------------------

@@ -10,6 +10,8 @@ Conventions shared by every kernel:
 * Arrays are the backend's own (``numpy.ndarray`` on the CPU backends, device arrays on CUDA);
   kernels return new arrays and never write into their inputs.
 * float32 and float64 are supported; a kernel returns the dtype of its floating inputs.
+  ``from_numpy``, ``to_numpy``, ``full``, ``astype``, ``compare``, ``where``, ``gather``,
+  ``reshape``, ``permute``, ``broadcast_to`` and ``argmax`` also take int64 and bool arrays.
 * ``stride``, ``padding``, ``dilation`` are ``(h, w)`` pairs of Python ints; ``pads`` is
   ``(top, bottom, left, right)``. Arguments are validated by the caller, in Python, before a
   kernel runs.
@@ -18,7 +20,8 @@ Creation and transfer
     ``from_numpy(a, dtype)``          copy of a NumPy array onto the backend
     ``to_numpy(a)``                   copy of a backend array as a NumPy array
     ``full(shape, value, dtype)``     array filled with ``value``
-    ``astype(a, dtype)``              copy converted to ``dtype``
+    ``astype(a, dtype)``              copy converted to ``dtype`` (float32, float64, int64,
+                                      bool): to int64 truncates toward zero, to bool is a ≠ 0
     ``dropout_mask(shape, p, dtype, seed)``  0 with probability ``p``, else ``1/(1-p)``
 
 Elementwise (binary kernels broadcast like NumPy)
@@ -26,12 +29,19 @@ Elementwise (binary kernels broadcast like NumPy)
     ``neg exp log log1p sqrt relu sigmoid tanh erf`` (a)
     ``gt``/``eq`` return 1.0 where true and 0.0 elsewhere, in the inputs' dtype;
     ``maximum``/``minimum`` return NaN where either input is NaN (as NumPy's).
+    ``compare(a, b, op)``             bool array of a op b, op in lt le gt ge eq ne; a and b
+                                      have one dtype (any of the four)
+    ``where(cond, a, b)``             a where the bool array ``cond`` holds, else b; a and b of
+                                      one dtype; all three broadcast
 
 Reductions and shape
     ``sum(a, axes, keepdims)``, ``max(a, axes, keepdims)``, ``argmax(a, axis)`` (int64)
     ``reshape(a, shape)``, ``permute(a, axes)``, ``broadcast_to(a, shape)``
-    ``take_rows(a, index)``           ``a[index]`` along axis 0, ``index`` an int64 NumPy array
-    ``scatter_add_rows(shape, index, g)``  zeros of ``shape`` with ``g`` added at rows ``index``
+    ``gather(a, index)``              out[k] = a.flat[index[k]]: ``index`` an int64 NumPy array of
+                                      flat positions (any shape, the output's shape)
+    ``scatter_add(shape, index, g)``  zeros of ``shape`` with g[k] added at flat position
+                                      index[k] (repeated positions accumulate): gather's
+                                      transpose
 
 Linear algebra and activations
     ``matmul(a, b)``                  NumPy's ``a @ b`` (batch dims broadcast)
@@ -59,10 +69,9 @@ KERNELS: tuple[str, ...] = (
     "from_numpy", "to_numpy", "full", "astype", "dropout_mask",
     # elementwise
     "add", "sub", "mul", "div", "gt", "eq", "neg", "exp", "log", "sqrt", "relu", "sigmoid",
-    "power", "maximum", "minimum", "log1p", "tanh", "erf",
+    "power", "maximum", "minimum", "log1p", "tanh", "erf", "compare", "where",
     # reductions and shape
-    "sum", "max", "argmax", "reshape", "permute", "broadcast_to", "take_rows",
-    "scatter_add_rows",
+    "sum", "max", "argmax", "reshape", "permute", "broadcast_to", "gather", "scatter_add",
     # linear algebra and activations
     "matmul", "softmax", "log_softmax", "softmax_backward", "log_softmax_backward",
     # convolution family

@@ -38,11 +38,9 @@ from .basic import (
     Softmax,
     Sub,
     Sum,
-    TakeRows,
     amax,
     exp,
     flatten,
-    index_batch,
     log,
     log_softmax,
     matmul,
@@ -58,6 +56,7 @@ from .basic import (
 from .condconv import CondConv2d, MixExperts, cond_conv2d, mix_experts
 from .conv import Conv2d, conv2d
 from .elementwise import Maximum, Minimum, maximum, minimum
+from .indexing import Index, Where, argmax, compare, eq, ge, gt, index, le, lt, ne, where
 from .loss import (
     BCEWithLogits,
     CrossEntropy,
@@ -78,9 +77,9 @@ from .routing import Dropout, GlobalAvgPool2d, Linear, dropout, global_avg_pool2
 __all__ = [
     "Add", "Amax", "CondConv2d", "Conv2d", "Div", "Dropout", "Exp", "GlobalAvgPool2d", "Linear",
     "Log", "LogSoftmax", "MatMul", "Mean", "MixExperts", "Mul", "Neg", "PAD_MODES", "Pad",
-    "Permute", "Pow", "Relu", "Reshape", "Sigmoid", "Softmax", "Sub", "Sum", "TakeRows",
+    "Permute", "Pow", "Relu", "Reshape", "Sigmoid", "Softmax", "Sub", "Sum",
     "amax", "cond_conv2d", "conv2d", "dropout", "exp", "flatten", "global_avg_pool2d",
-    "index_batch", "linear", "log", "log_softmax", "matmul", "mean", "mix_experts", "pad",
+    "linear", "log", "log_softmax", "matmul", "mean", "mix_experts", "pad",
     "permute", "relu", "reshape", "sigmoid", "softmax", "sum", "transpose",
     "AvgPool2d", "BatchNorm", "CrossEntropy", "MSELoss", "MaxPool2d", "SiLU",
     "adaptive_avg_pool2d", "avg_pool2d", "batch_norm", "cross_entropy", "max_pool2d",
@@ -88,4 +87,5 @@ __all__ = [
     "BCEWithLogits", "GELU", "Hardswish", "L1Loss", "LeakyReLU", "Maximum", "Minimum",
     "NLLLoss", "Softplus", "Tanh", "binary_cross_entropy_with_logits", "gelu", "hardswish",
     "l1_loss", "leaky_relu", "maximum", "minimum", "nll_loss", "softplus", "tanh",
+    "Index", "Where", "argmax", "compare", "eq", "ge", "gt", "index", "le", "lt", "ne", "where",
 ]

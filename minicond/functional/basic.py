@@ -283,6 +283,8 @@ def amax(x: Tensor, dim: Any = None, keepdim: bool = False) -> Tensor:
 class Reshape(Function):
     """y = a viewed with a new shape;  ∂L/∂a = g viewed with a's shape."""
 
+    accepts_integer_dtypes = True
+
     @staticmethod
     def forward(ctx, a, shape):
         ctx.in_shape = a.shape
@@ -296,6 +298,8 @@ class Reshape(Function):
 class Permute(Function):
     """y = a with axes reordered by π;  ∂L/∂a = g with axes reordered by π⁻¹."""
 
+    accepts_integer_dtypes = True
+
     @staticmethod
     def forward(ctx, a, axes):
         ctx.axes = axes
@@ -305,20 +309,6 @@ class Permute(Function):
     def backward(ctx, g):
         inverse = tuple(int(i) for i in np.argsort(ctx.axes))
         return (ctx.backend.permute(g, inverse),)
-
-
-class TakeRows(Function):
-    """y = a[index] along axis 0;  ∂L/∂a = zeros with g added at rows ``index`` (a row taken
-    twice receives both gradients)."""
-
-    @staticmethod
-    def forward(ctx, a, index):
-        ctx.in_shape, ctx.index = a.shape, index
-        return ctx.backend.take_rows(a, index)
-
-    @staticmethod
-    def backward(ctx, g):
-        return (ctx.backend.scatter_add_rows(ctx.in_shape, ctx.index, g),)
 
 
 def reshape(x: Tensor, *shape: Any) -> Tensor:
@@ -370,37 +360,6 @@ def transpose(x: Tensor, dim0: int, dim1: int) -> Tensor:
     axes = list(range(x.ndim))
     axes[a], axes[b] = axes[b], axes[a]
     return Permute.apply(x, tuple(axes))
-
-
-def index_batch(x: Tensor, index: Any) -> Tensor:
-    """``x[index]`` on the first (batch) axis: an int, a slice, or a sequence/array of ints."""
-    x = check_tensor("index", "x", x)
-    if x.ndim == 0:
-        raise ValueError("index: a 0-d tensor cannot be indexed")
-    n = x.shape[0]
-    if isinstance(index, tuple):
-        # x[i, j] would index further axes, which are not supported; x[(i,)] is x[i]
-        if len(index) != 1:
-            raise TypeError(f"index: only the batch axis can be indexed; got the "
-                            f"{len(index)}-axis index {index!r}")
-        (index,) = index
-    if isinstance(index, Tensor):
-        index = index.numpy()
-    if isinstance(index, slice):
-        rows = np.arange(n)[index]
-    elif isinstance(index, numbers.Integral) and not isinstance(index, bool):
-        if not -n <= index < n:
-            raise IndexError(f"index: index {index} is out of range for axis 0 of size {n}")
-        return reshape(TakeRows.apply(x, np.array([index % n], dtype=np.int64)), x.shape[1:])
-    else:
-        rows = np.asarray(index)
-        if rows.dtype.kind not in "iu" or rows.ndim != 1:
-            raise TypeError(f"index: only the batch axis can be indexed, with an int, a slice "
-                            f"or a 1-D sequence of ints; got {index!r}")
-        if rows.size and (rows.min() < -n or rows.max() >= n):
-            raise IndexError(f"index: an index in {rows.tolist()} is out of range for axis 0 "
-                             f"of size {n}")
-    return TakeRows.apply(x, (rows % max(n, 1)).astype(np.int64))
 
 
 # --- matrix product ----------------------------------------------------------------------------
