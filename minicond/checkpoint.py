@@ -106,7 +106,7 @@ def _write_all(f: Any, data: bytes) -> None:
 def write_atomic(path: str | os.PathLike, data: bytes) -> Path:
     """Write ``data`` to ``path`` atomically: a temporary file ``.NAME.*.tmp`` in the same
     directory, fsync'ed, then renamed over ``path``. A failure leaves ``path`` as it was and
-    raises the ``OSError`` with ``path`` as its filename."""
+    raises an ``OSError`` of the same errno with ``path`` as its filename."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -119,8 +119,9 @@ def write_atomic(path: str | os.PathLike, data: bytes) -> Path:
     except BaseException as err:
         # Any failure, Ctrl-C included, drops the temporary file and leaves ``path`` as it was.
         Path(tmp).unlink(missing_ok=True)
-        if isinstance(err, OSError) and err.filename is None:
-            # A failed write (a full disk) names no file; say which file it was.
+        if isinstance(err, OSError):
+            # A failed write (a full disk) names no file, a failed rename names the temporary
+            # file: say which file it was (OSError(errno, ...) keeps the errno's subclass).
             raise OSError(err.errno, err.strerror or str(err), str(path)) from err
         raise
     _fsync_directory(path.parent)

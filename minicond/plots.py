@@ -6,6 +6,7 @@ Layer: top, used by ``train.py``. matplotlib is optional (the ``plot`` extra): w
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from .autograd import no_grad
+from .checkpoint import write_atomic
 from .data import Dataset
 from .nn import Module, Router
 from .tensor import tensor
@@ -62,9 +64,10 @@ def write_plots(model: Module, data: Dataset, history: list[dict[str, Any]], out
     routing = routing_by_class(model, data.test_images, data.test_labels, data.num_classes,
                                backend)
     if routing:
-        (out / "routing.json").write_text(json.dumps(
+        write_atomic(out / "routing.json", json.dumps(
             {"classes": list(data.classes),
-             "routers": {k: v.round(6).tolist() for k, v in routing.items()}}, indent=1))
+             "routers": {k: v.round(6).tolist() for k, v in routing.items()}},
+            indent=1).encode())
     try:
         import matplotlib
     except ImportError:
@@ -94,10 +97,18 @@ def _curves(plt: Any, history: list[dict[str, Any]], path: Path) -> Path:
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
+
+
+def _save(plt: Any, fig: Any, path: Path) -> Path:
+    """Render ``fig`` as PNG in memory and write it atomically, as every file of a run."""
+    try:
+        fig.tight_layout()
+        png = io.BytesIO()
+        fig.savefig(png, format="png", dpi=100)
+    finally:
+        plt.close(fig)
+    return write_atomic(path, png.getvalue())
 
 
 def _routing(plt: Any, routing: dict[str, np.ndarray], classes: tuple[str, ...],
@@ -116,7 +127,4 @@ def _routing(plt: Any, routing: dict[str, np.ndarray], classes: tuple[str, ...],
         ax.set_yticklabels(classes if ax is axes[0][0] else [])
         fig.colorbar(image, ax=ax, fraction=0.08)
     fig.suptitle("mean routing weight per class")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)

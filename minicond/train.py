@@ -243,9 +243,11 @@ def _check_memory(config: TrainConfig) -> None:
 
 
 LOCK_NAME = "run.lock"
-# The temporary files of a save killed before its rename (see checkpoint.write_atomic).
-_TEMPORARY_PATTERNS = (".latest.ckpt.*.tmp", ".best.ckpt.*.tmp", ".metrics.jsonl.*.tmp",
-                       ".write-test.*.tmp")
+# The files a run writes, each atomically; ``.NAME.*.tmp`` is the temporary file of a save
+# killed before its rename (see checkpoint.write_atomic).
+RUN_FILES = ("latest.ckpt", "best.ckpt", "metrics.jsonl", "curves.png", "routing.png",
+             "routing.json")
+_TEMPORARY_PATTERNS = tuple(f".{name}.*.tmp" for name in RUN_FILES) + (".write-test.*.tmp",)
 
 
 @contextlib.contextmanager
@@ -264,12 +266,12 @@ def lock_run_directory(out: Path) -> Iterator[Path]:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+                holder = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
                 raise RunDirectoryInUse(
                     f"run directory {str(out)!r} is in use by another run (process {holder}); "
                     "wait for it to end or choose another --out") from None
         os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
         _check_writable(out)
         for pattern in _TEMPORARY_PATTERNS:
             for stale in out.glob(pattern):
@@ -573,6 +575,10 @@ def train(config: TrainConfig, resume: bool = False,
     naming it, and one that another run holds raises :class:`RunDirectoryInUse`.
     """
     config.validate()
+    if resume and not Path(config.out).is_dir():
+        raise CheckpointError(f"--resume: no checkpoint at "
+                              f"{str(Path(config.out) / 'latest.ckpt')!r}; start without "
+                              "--resume or point --out at an earlier run")
     with lock_run_directory(Path(config.out)):
         return _run(Trainer(config), resume, log)
 

@@ -274,10 +274,13 @@ def test_a_non_finite_loss_exits_1_and_tells_which_checkpoint_is_kept(tmp_path, 
 
 
 def test_latest_checkpoint_that_is_a_directory(tmp_path, capsys):
-    (tmp_path / "run" / "latest.ckpt").mkdir(parents=True)
+    latest = tmp_path / "run" / "latest.ckpt"
+    latest.mkdir(parents=True)
     err = one_line_error(capsys, ["train", "--out", str(tmp_path / "run"), "--resume", *TINY])
-    assert err.endswith(f"checkpoint '{tmp_path / 'run' / 'latest.ckpt'}' is a directory, not "
-                        "a checkpoint file")
+    assert err.endswith(f"checkpoint '{latest}' is a directory, not a checkpoint file")
+    err = one_line_error(capsys, ["train", "--epochs", "1", "--out", str(tmp_path / "run"),
+                                  "--no-plots", *TINY])
+    assert err == f"minicond train: error: {latest}: Is a directory"
 
 
 def test_a_second_run_on_the_same_out_is_refused(tmp_path, capsys):

@@ -161,6 +161,10 @@ def test_resume_can_extend_a_finished_run(tmp_path):
 def test_resume_without_a_checkpoint_says_so(tmp_path):
     with pytest.raises(CheckpointError, match="no checkpoint at"):
         train(tiny(tmp_path), resume=True, log=quiet)
+    assert not (tmp_path / "run").exists()
+    (tmp_path / "run").mkdir()
+    with pytest.raises(CheckpointError, match="no checkpoint at"):
+        train(tiny(tmp_path), resume=True, log=quiet)
 
 
 def test_resume_from_a_damaged_checkpoint_says_so(tmp_path):
@@ -273,7 +277,8 @@ def test_resume_repairs_a_best_checkpoint_left_behind_by_a_crash(tmp_path, monke
 def test_stale_temporary_files_are_removed_at_start(tmp_path):
     run = tmp_path / "run"
     run.mkdir()
-    stale = [".latest.ckpt.k2j4h1.tmp", ".best.ckpt.abc.tmp", ".metrics.jsonl.x1.tmp"]
+    stale = [".latest.ckpt.k2j4h1.tmp", ".best.ckpt.abc.tmp", ".metrics.jsonl.x1.tmp",
+             ".routing.json.q.tmp", ".curves.png.r.tmp"]
     for name in stale + ["notes.tmp", ".other.tmp"]:
         (run / name).write_bytes(b"partial")
     train(tiny(tmp_path, epochs=1), log=quiet)
