@@ -141,6 +141,17 @@ def test_maximum_with_a_number_and_as_methods():
     np.testing.assert_array_equal(x.minimum(np.zeros(3)).numpy(), [-1.0, 0.0, 0.0])
 
 
+# --- one_hot -----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("shape,num_classes", [((5,), -1), ((2, 3), 7), ((0,), 4), ((), 3)])
+def test_one_hot_matches_torch(backend, shape, num_classes):
+    labels = np.random.default_rng(0).integers(0, 3, size=shape)
+    got = F.one_hot(mc.tensor(labels, backend=backend), num_classes)
+    want = TF.one_hot(torch.from_numpy(labels), num_classes).numpy()
+    assert got.dtype == np.int64 and not got.requires_grad
+    np.testing.assert_array_equal(got.numpy(), want)
+
+
 # --- argument errors ---------------------------------------------------------------------------
 
 def _x():
@@ -160,6 +171,13 @@ def _x():
     (lambda: F.maximum(np.zeros(3), _x()), TypeError, "maximum: input"),
     (lambda: F.maximum(_x(), [1.0, 2.0, 3.0]), TypeError, "maximum: other: .*list"),
     (lambda: F.minimum(_x(), np.zeros(2)), ValueError, r"minimum: other: .*\(3,\) and \(2,\)"),
+    (lambda: F.one_hot(_x()), TypeError, "one_hot: tensor must be an int64 tensor"),
+    (lambda: F.one_hot(np.arange(3)), TypeError, "one_hot: tensor must be a minicond Tensor"),
+    (lambda: F.one_hot(mc.tensor([0, -1])), ValueError, "one_hot: class indices must be >= 0"),
+    (lambda: F.one_hot(mc.tensor([0, 3]), 3), ValueError, "index 3 is out of range for "
+                                                          "num_classes=3"),
+    (lambda: F.one_hot(mc.tensor([0]), -2), ValueError, "one_hot: num_classes=-2 must be >= -1"),
+    (lambda: F.one_hot(mc.tensor(np.zeros(0, dtype=np.int64))), ValueError, "cannot be inferred"),
 ])
 def test_invalid_arguments(call, error, match):
     with pytest.raises(error, match=match):

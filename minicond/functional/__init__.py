@@ -55,7 +55,7 @@ from .basic import (
 )
 from .condconv import CondConv2d, MixExperts, cond_conv2d, mix_experts
 from .conv import Conv2d, conv2d
-from .elementwise import Maximum, Minimum, maximum, minimum
+from .elementwise import Maximum, Minimum, maximum, minimum, one_hot
 from .indexing import Index, Where, argmax, compare, eq, ge, gt, index, le, lt, ne, where
 from .loss import (
     BCEWithLogits,
@@ -86,6 +86,6 @@ __all__ = [
     "mse_loss", "silu",
     "BCEWithLogits", "GELU", "Hardswish", "L1Loss", "LeakyReLU", "Maximum", "Minimum",
     "NLLLoss", "Softplus", "Tanh", "binary_cross_entropy_with_logits", "gelu", "hardswish",
-    "l1_loss", "leaky_relu", "maximum", "minimum", "nll_loss", "softplus", "tanh",
+    "l1_loss", "leaky_relu", "maximum", "minimum", "nll_loss", "one_hot", "softplus", "tanh",
     "Index", "Where", "argmax", "compare", "eq", "ge", "gt", "index", "le", "lt", "ne", "where",
 ]

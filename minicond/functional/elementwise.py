@@ -1,4 +1,5 @@
-"""Elementwise maximum and minimum of two tensors (broadcasting), with PyTorch's gradient.
+"""Elementwise maximum and minimum of two tensors (broadcasting), with PyTorch's gradient;
+``one_hot`` encoding of int64 class indices (not differentiable).
 
 Layer: ``functional``. Notation: ``g`` is ∂L/∂y. Broadcasting is undone centrally
 (``autograd.unbroadcast``). Derivations also in ``docs/math/activations.md``.
@@ -8,7 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from .._validate import check_tensor
+import numpy as np
+
+from .._validate import check_int, check_tensor
 from ..autograd import Function
 from ..tensor import Tensor
 
@@ -79,3 +82,31 @@ def minimum(input: Tensor, other: Any) -> Tensor:  # noqa: A002
     """``torch.minimum``: the elementwise smaller of ``input`` and ``other``, broadcasting."""
     a = check_tensor("minimum", "input", input)
     return Minimum.apply(a, _other("minimum", a, other))
+
+
+def one_hot(tensor: Tensor, num_classes: int = -1) -> Tensor:
+    """``torch.nn.functional.one_hot``: int64 indices of any shape S -> int64 [*S, classes],
+    1 at each index and 0 elsewhere. ``num_classes=-1`` takes the largest index + 1.
+
+    Not differentiable (its input is integer). The indices are read on the host to check
+    their range, so the encoding is built there and moved to the input's backend.
+    """
+    fn = "one_hot"
+    t = check_tensor(fn, "tensor", tensor)
+    if np.dtype(t.dtype) != np.int64:
+        raise TypeError(f"{fn}: tensor must be an int64 tensor of class indices, got {t.dtype} "
+                        "(convert with .long())")
+    num_classes = check_int(fn, "num_classes", num_classes, -1)
+    labels = t.numpy()
+    if labels.size and labels.min() < 0:
+        raise ValueError(f"{fn}: class indices must be >= 0; got {labels.min()}")
+    if num_classes == -1:
+        if labels.size == 0:
+            raise ValueError(f"{fn}: num_classes=-1 cannot be inferred from an empty tensor; "
+                             "pass num_classes")
+        num_classes = int(labels.max()) + 1
+    elif labels.size and labels.max() >= num_classes:
+        raise ValueError(f"{fn}: class index {labels.max()} is out of range for "
+                         f"num_classes={num_classes}")
+    encoded = (labels[..., None] == np.arange(num_classes)).astype(np.int64)
+    return Tensor(t.backend.from_numpy(encoded, np.int64), t.backend)
