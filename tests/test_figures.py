@@ -55,3 +55,11 @@ def test_every_figure_is_committed_and_embedded() -> None:
         svg = FIGURES_DIR / f"{name}.svg"
         assert svg.exists(), f"{svg.relative_to(ROOT)} is not committed"
         assert svg.resolve() in embedded, f"no page embeds {svg.relative_to(ROOT)}"
+
+
+def test_the_layer_figure_and_the_architecture_page_name_the_same_modules() -> None:
+    page = (ROOT / "docs" / "architecture.md").read_text(encoding="utf-8")
+    for item in make_figures.compute_layer_stack()["layers"]:
+        for module in item["modules"]:
+            assert f"`{module}`" in page or f"`minicond/{module}/`" in page, (
+                f"the layer figure shows minicond/{module}; docs/architecture.md does not")

@@ -14,6 +14,7 @@ from __future__ import annotations
 import ast
 import json
 import sys
+import textwrap
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -157,7 +158,9 @@ def compute_cpu_chunks() -> dict[str, Any]:
 LAYERS = [
     ("command line", ["cli.py", "train.py", "explain.py", "plots.py", "checkpoint.py",
                       "profile.py"]),
-    ("models, data, optimizers", ["models", "data.py", "optim.py", "interop.py"]),
+    ("models, data, optimizers and tools", ["models", "data.py", "preprocess.py", "optim.py",
+                                            "interop.py", "serialization.py", "deploy.py",
+                                            "testing", "viz.py"]),
     ("nn: modules and parameters", ["nn"]),
     ("functional: one Function per op", ["functional"]),
     ("autograd and tensors", ["autograd.py", "tensor.py"]),
@@ -382,10 +385,11 @@ def draw_cpu_chunks(plt: Any, d: dict[str, Any]) -> Any:
 
 def draw_layer_stack(plt: Any, d: dict[str, Any]) -> Any:
     layers = d["layers"]
-    fig, ax = _canvas(plt, 8, 5.2, (0, 10), (0, len(layers) * 1.0 + 0.3))
+    fig, ax = _canvas(plt, 8, 5.6, (0, 10), (0, len(layers) * 1.0 + 0.3))
     for n, item in enumerate(layers):
         y = len(layers) - n - 0.3
-        _box(ax, (5, y), f"{item['layer']}\n" + ", ".join(item["modules"]),
+        names = textwrap.fill(", ".join(item["modules"]), 80)
+        _box(ax, (5, y), f"{item['layer']}\n{names}",
              ["#fdebd0", "#fcf3cf", "#e8f8f5", "#d6eaf8", "#ebdef0", "#f2f3f4", "#e5e8e8"][n],
              w=9.2, h=0.72)
         if n:
