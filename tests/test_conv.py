@@ -83,3 +83,74 @@ def test_conv2d_gradient_of_one_input_only(backend):
     (TF.conv2d(xt, torch.tensor(wa)) * torch.tensor(c)).sum().backward()
     assert w.grad is None
     np.testing.assert_allclose(x.grad.numpy(), xt.grad.numpy(), rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("groups,bad", [(3, np.nan), (1, np.nan), (1, np.inf)],
+                         ids=["depthwise-nan", "dense-nan", "dense-inf"])
+def test_a_nonfinite_weight_reaches_only_the_pixels_its_tap_reads(backend, groups, bad):
+    """w[0, 0, 0, 0] (tap (0, 0)) non-finite, padding 1, a 5×5 input: the input gradient is
+    non-finite exactly on the 4×4 pixels that tap reads (h, w ≤ 3) of the channels it
+    connects, and equals the NumPy reference there and elsewhere."""
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((1, 3, 5, 5))
+    w = rng.standard_normal((3, 3 // groups, 3, 3))
+    w[0, 0, 0, 0] = bad
+    grads = {}
+    for be in ("numpy", backend):
+        xt = mc.tensor(x, dtype="float64", requires_grad=True, backend=be)
+        wt = mc.tensor(w, dtype="float64", backend=be)
+        with np.errstate(invalid="ignore"):
+            mc.functional.conv2d(xt, wt, padding=1, groups=groups).sum().backward()
+        grads[be] = xt.grad.numpy()
+    expected = np.zeros((1, 3, 5, 5), dtype=bool)
+    expected[0, 0, :4, :4] = True                 # channel 0 feeds output 0 in both cases
+    assert np.array_equal(~np.isfinite(grads[backend]), expected)
+    np.testing.assert_array_equal(np.isnan(grads[backend]), np.isnan(grads["numpy"]))
+    np.testing.assert_allclose(grads[backend], grads["numpy"], rtol=1e-12, atol=1e-12)
+
+
+def test_an_empty_batch_gives_empty_results_and_gradients(backend):
+    """B = 0 through conv2d, cond_conv2d and both layers: empty outputs, empty input
+    gradients and zero parameter gradients, on every backend."""
+    x = np.zeros((0, 4, 6, 5))
+    w, W = normal(0, (6, 2, 3, 3), (3, 6, 2, 3, 3))
+    xt = mc.tensor(x, dtype="float64", requires_grad=True, backend=backend)
+    wt = mc.tensor(w, dtype="float64", requires_grad=True, backend=backend)
+    y = mc.functional.conv2d(xt, wt, stride=2, padding="tf_same", groups=2)
+    assert y.shape == (0, 6, 3, 3)
+    y.sum().backward()
+    assert xt.grad.shape == x.shape and not wt.grad.numpy().any()
+    r = mc.tensor(np.zeros((0, 3)), dtype="float64", requires_grad=True, backend=backend)
+    Wt = mc.tensor(W, dtype="float64", requires_grad=True, backend=backend)
+    xt = mc.tensor(x, dtype="float64", requires_grad=True, backend=backend)
+    y = mc.functional.cond_conv2d(xt, r, Wt, padding=1, groups=2)
+    y.sum().backward()
+    assert y.shape == (0, 6, 6, 5) and r.grad.shape == (0, 3) and not Wt.grad.numpy().any()
+    for layer in (mc.nn.Conv2d(4, 6, 3, padding=1, backend=backend, dtype="float64"),
+                  mc.nn.CondConv2d(4, 6, 3, padding=1, num_experts=2, backend=backend,
+                                   dtype="float64").eval()):
+        xt = mc.tensor(x, dtype="float64", requires_grad=True, backend=backend)
+        y = layer(xt)
+        y.sum().backward()
+        assert y.shape == (0, 6, 6, 5) and xt.grad.shape == x.shape
+        assert all(not p.grad.numpy().any() for p in layer.parameters())
+
+
+def test_zero_out_channels_or_experts_is_refused():
+    x = mc.tensor(np.zeros((1, 2, 4, 4)))
+    with pytest.raises(ValueError, match="conv2d: weight has out_channels Cout=0"):
+        mc.functional.conv2d(x, mc.tensor(np.zeros((0, 2, 3, 3))))
+    r = mc.tensor(np.zeros((1, 0)))
+    with pytest.raises(ValueError, match="cond_conv2d: weight has shape .*E=0 experts"):
+        mc.functional.cond_conv2d(x, r, mc.tensor(np.zeros((0, 4, 2, 3, 3))))
+    with pytest.raises(ValueError, match="cond_conv2d: weight has out_channels Cout=0"):
+        mc.functional.cond_conv2d(x, mc.tensor(np.zeros((1, 2))),
+                                  mc.tensor(np.zeros((2, 0, 2, 3, 3))))
+    with pytest.raises(ValueError, match="mix_experts: weight has shape .*E=0"):
+        mc.functional.mix_experts(r, mc.tensor(np.zeros((0, 3))))
+    with pytest.raises(ValueError, match="Conv2d: out_channels=0"):
+        mc.nn.Conv2d(2, 0, 3)
+    with pytest.raises(ValueError, match="CondConv2d: out_channels=0"):
+        mc.nn.CondConv2d(2, 0, 3)
+    with pytest.raises(ValueError, match="CondConv2d: num_experts=0"):
+        mc.nn.CondConv2d(2, 4, 3, num_experts=0)

@@ -42,7 +42,8 @@ from contextlib import contextmanager
 
 import numpy as np
 
-from . import BackendUnavailableError, numpy_ref
+from . import BackendUnavailableError
+from .geometry import grouped_weight, output_size, pad_mode_code, pad_source
 from .numpy_ref import (  # noqa: F401 - re-exported as this backend's kernels
     add,
     argmax,
@@ -81,7 +82,6 @@ from .numpy_ref import (  # noqa: F401 - re-exported as this backend's kernels
     to_numpy,
     where,
 )
-from .table import conv_output_size
 
 try:
     import numba
@@ -110,9 +110,6 @@ MIN_CHUNK_COST = 1 << 17
 # column-buffer budget allows: handing chunks to the pool and waiting for them costs tens of
 # microseconds per chunk, more than a small layer's whole computation.
 INLINE_COST = 1 << 23
-
-_PAD_MODES = ("zeros", "reflect", "replicate", "circular")
-
 
 def check_available() -> None:
     if _IMPORT_ERROR is not None:
@@ -382,6 +379,16 @@ def _depthwise_backward_weight_kernel(x, gy, gw, kh, kw, sh, sw, ph, pw, dh, dw,
                     gw[wb, c, i, j] = acc
 
 
+_pad_source = njit(inline="always")(pad_source)
+
+
+@njit(cache=True, nogil=True)
+def _pad_source_kernel(n, before, mode, out):
+    """out[k] = geometry.pad_source(k, n, before, mode) for every padded position k."""
+    for k in range(out.shape[0]):
+        out[k] = _pad_source(k, n, before, mode)
+
+
 @njit(cache=True, nogil=True)
 def _pad_kernel(x, src_h, src_w, out):
     """out[n, i, j] = x[n, src_h[i], src_w[j]], or 0 where either source is −1."""
@@ -428,22 +435,19 @@ def _scatter_add_kernel(index, g, out):
 
 # --- padding -----------------------------------------------------------------------------------
 
-def _pad_sources(n, before, after, mode):
+def _pad_sources(fn, n, before, after, mode):
     """Source index of every padded position along one axis (−1: a zero of "zeros" mode),
-    checked, since the kernels use it without bounds checks."""
-    src = numpy_ref.pad_source_index(n, before, after, mode)
+    from the compiled ``geometry.pad_source``, checked, since the kernels use it without
+    bounds checks."""
+    src = np.empty(n + before + after, dtype=np.int64)
+    _pad_source_kernel(n, before, pad_mode_code(fn, mode), src)
     # The kernels index without bounds checks: an out-of-range source must stop here (callers
     # bound the pads per mode; this is the last line before unchecked indexing).
     lowest = -1 if mode == "zeros" else 0
     if src.size and (src.min() < lowest or src.max() >= n):
-        raise ValueError(f"pad: pads ({before}, {after}) are invalid for mode={mode!r} "
+        raise ValueError(f"{fn}: pads ({before}, {after}) are invalid for mode={mode!r} "
                          f"and size {n}")
     return src
-
-
-def _check_mode(fn, mode):
-    if mode not in _PAD_MODES:
-        raise ValueError(f"{fn}: mode={mode!r} must be one of {_PAD_MODES}")
 
 
 def _planes(kernel, src, src_h, src_w, out):
@@ -455,11 +459,10 @@ def _planes(kernel, src, src_h, src_w, out):
 
 
 def pad(x, pads, mode):
-    _check_mode("pad", mode)
     top, bottom, left, right = pads
     H, W = x.shape[-2:]
-    src_h = _pad_sources(H, top, bottom, mode)
-    src_w = _pad_sources(W, left, right, mode)
+    src_h = _pad_sources("pad", H, top, bottom, mode)
+    src_w = _pad_sources("pad", W, left, right, mode)
     x3 = np.ascontiguousarray(x).reshape((-1, H, W))
     out = np.empty((x3.shape[0], src_h.size, src_w.size), dtype=x.dtype)
     _planes(_pad_kernel, x3, src_h, src_w, out)
@@ -467,12 +470,11 @@ def pad(x, pads, mode):
 
 
 def pad_backward(g, pads, mode):
-    _check_mode("pad_backward", mode)
     top, bottom, left, right = pads
     Hp, Wp = g.shape[-2:]
     H, W = Hp - top - bottom, Wp - left - right
-    src_h = _pad_sources(H, top, bottom, mode)
-    src_w = _pad_sources(W, left, right, mode)
+    src_h = _pad_sources("pad_backward", H, top, bottom, mode)
+    src_w = _pad_sources("pad_backward", W, left, right, mode)
     g3 = np.ascontiguousarray(g).reshape((-1, Hp, Wp))
     out = np.empty((g3.shape[0], H, W), dtype=g.dtype)
     _planes(_pad_backward_kernel, g3, src_h, src_w, out)
@@ -480,12 +482,6 @@ def pad_backward(g, pads, mode):
 
 
 # --- im2col / col2im ---------------------------------------------------------------------------
-
-def _out_size(x_shape, kernel, stride, padding, dilation):
-    Ho = conv_output_size(x_shape[2], kernel[0], stride[0], padding[0], dilation[0])
-    Wo = conv_output_size(x_shape[3], kernel[1], stride[1], padding[1], dilation[1])
-    return Ho, Wo
-
 
 def _geometry_args(kernel, stride, padding, dilation, Ho, Wo):
     (kh, kw), (sh, sw), (ph, pw), (dh, dw) = kernel, stride, padding, dilation
@@ -496,7 +492,7 @@ def _geometry_args(kernel, stride, padding, dilation, Ho, Wo):
 def im2col(x, kernel, stride, padding, dilation):
     x = np.ascontiguousarray(x)
     B, C = x.shape[:2]
-    Ho, Wo = _out_size(x.shape, kernel, stride, padding, dilation)
+    Ho, Wo = output_size(x.shape, kernel, stride, padding, dilation)
     cols = np.empty((B, C * kernel[0] * kernel[1], Ho * Wo), dtype=x.dtype)
     geo = _geometry_args(kernel, stride, padding, dilation, Ho, Wo)
 
@@ -509,7 +505,7 @@ def im2col(x, kernel, stride, padding, dilation):
 
 def col2im(cols, x_shape, kernel, stride, padding, dilation):
     B, C, H, W = x_shape
-    Ho, Wo = _out_size(x_shape, kernel, stride, padding, dilation)
+    Ho, Wo = output_size(x_shape, kernel, stride, padding, dilation)
     cols = np.ascontiguousarray(cols).reshape(B, C * kernel[0] * kernel[1], Ho * Wo)
     gx = np.zeros(tuple(x_shape), dtype=cols.dtype)
     geo = _geometry_args(kernel, stride, padding, dilation, Ho, Wo)
@@ -552,11 +548,8 @@ def _depthwise_weight(weight, dtype):
 
 
 def _grouped(weight, groups, dtype):
-    """A shared [Cout, Cin/g, kh, kw] or per-example [B, Cout, ...] weight as
-    [1 or B, g, Cout/g, Cin/g·kh·kw]."""
-    w = weight if weight.ndim == 5 else weight[None]
-    w = np.ascontiguousarray(w, dtype=dtype)
-    return w.reshape(w.shape[0], groups, w.shape[1] // groups, -1)
+    """``geometry.grouped_weight`` of a contiguous copy in ``dtype``."""
+    return grouped_weight(np.ascontiguousarray(weight, dtype=dtype), groups)
 
 
 def conv2d_forward(x, weight, stride, padding, dilation, groups):
@@ -565,7 +558,7 @@ def conv2d_forward(x, weight, stride, padding, dilation, groups):
     B, C = x.shape[:2]
     kernel = weight.shape[-2:]
     Cout = weight.shape[-4]
-    Ho, Wo = _out_size(x.shape, kernel, stride, padding, dilation)
+    Ho, Wo = output_size(x.shape, kernel, stride, padding, dilation)
     L, rows = Ho * Wo, C * kernel[0] * kernel[1]
     per_example = weight.ndim == 5
     y = np.zeros((B, Cout, Ho, Wo), dtype=dtype)
@@ -706,7 +699,7 @@ def mix_experts(r, W):
 
 def mix_experts_backward(r, W, gK):
     E, B = W.shape[0], r.shape[0]
-    gK_flat = np.ascontiguousarray(gK).reshape(B, -1)
+    gK_flat = np.ascontiguousarray(gK).reshape(B, W[0].size)    # explicit: B may be 0
     W_flat = np.ascontiguousarray(W).reshape(E, -1)
     gr = gK_flat @ W_flat.T                                  # gr_be = ⟨gK_b, W_e⟩
     gW = (np.ascontiguousarray(r.T) @ gK_flat).reshape(W.shape)  # gW_e = Σ_b r_be gK_b

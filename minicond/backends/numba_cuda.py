@@ -38,8 +38,8 @@ from collections.abc import Callable
 
 import numpy as np
 
-from . import BackendUnavailableError
-from .table import conv_output_size
+from . import BackendUnavailableError, geometry
+from .geometry import output_size, pad_mode_code
 
 try:
     from numba import config as _numba_config
@@ -81,7 +81,6 @@ BLOCK_REDUCE_MIN = 64
 # Split the K loop of a GEMM over more blocks when the output tiles alone fill fewer than this.
 GEMM_TARGET_BLOCKS = 264
 
-_PAD_MODES = {"zeros": 0, "reflect": 1, "replicate": 2, "circular": 3}
 
 
 def check_available() -> None:
@@ -775,47 +774,52 @@ def scatter_add(shape, index, g):
 
 # --- the tiled GEMM ----------------------------------------------------------------------------
 # C[z, m, n] = Σ_k A(z, m, k) · B(z, k, n). Each kind of product supplies three device
-# functions: load_a(A, pa, z, m, k), load_b(B, pb, z, k, n) and store(C, pc, z, m, n, v), with
-# its integer parameters in the tuples pa, pb, pc. One kernel body serves every kind.
+# functions giving flat indices: src_a(pa, z, m, k) into A, src_b(pb, z, k, n) into B (−1 where
+# the operand is a zero that comes from nowhere: the padding, or a tap no output reads) and
+# dst(pc, z, m, n) into C, with its integer parameters in the tuples pa, pb, pc. One kernel
+# body serves every kind.
 
 def _dev(f):
     return cuda.jit(device=True, inline=True)(f)
 
 
 @functools.cache
-def _gemm_parts(kind, dtype):
-    zero = np.dtype(dtype).type(0)
+def _index_fns():
+    """The index functions of ``geometry``, compiled as device functions."""
+    return (_dev(geometry.pad_source), _dev(geometry.im2col_pixel),
+            _dev(geometry.col2im_column))
+
+
+@functools.cache
+def _gemm_parts(kind):
+    _, im2col_pixel, col2im_column = _index_fns()
     if kind == "strided":
         # plain (batched, possibly transposed) matrices: p = (stride_m, stride_k, stride_z)
         @_dev
-        def load_a(A, p, z, m, k):
-            return A[z * p[2] + m * p[0] + k * p[1]]
+        def src_a(p, z, m, k):
+            return z * p[2] + m * p[0] + k * p[1]
 
         @_dev
-        def load_b(B, p, z, k, n):
-            return B[z * p[2] + k * p[1] + n * p[0]]
+        def src_b(p, z, k, n):
+            return z * p[2] + k * p[1] + n * p[0]
 
         @_dev
-        def store(C, p, z, m, n, v):
-            C[z * p[0] + m * p[1] + n] = v
-        return load_a, load_b, store
+        def dst(p, z, m, n):
+            return z * p[0] + m * p[1] + n
+        return src_a, src_b, dst
 
     @_dev
-    def im2col_at(X, p, z, row, col):
-        """cols_b,g[row, col] of group g of example b (z = b·G + g), read from x on the fly:
-        row = (c, i, j) a tap, col = (oh, ow) an output pixel; zero in the padding."""
+    def im2col_at(p, z, row, col):
+        """Index in x of cols_b,g[row, col] of group g of example b (z = b·G + g): row =
+        (c, i, j) a channel and tap, col = (oh, ow) an output pixel; −1 in the padding."""
         G, Cin, Cg, H, W, Wo, kh, kw = p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7]
-        sh, sw, ph, pw, dh, dw = p[8], p[9], p[10], p[11], p[12], p[13]
         b = z // G
         c = row // (kh * kw)
-        r = row - c * (kh * kw)
-        i = r // kw
-        oh = col // Wo
-        h = oh * sh - ph + i * dh
-        w = (col - oh * Wo) * sw - pw + (r - i * kw) * dw
-        if h < 0 or h >= H or w < 0 or w >= W:
-            return zero
-        return X[((b * Cin + (z - b * G) * Cg + c) * H + h) * W + w]
+        pixel = im2col_pixel(row - c * (kh * kw), col, H, W, Wo, kw,
+                             p[8], p[9], p[10], p[11], p[12], p[13])
+        if pixel < 0:
+            return -1
+        return (b * Cin + (z - b * G) * Cg + c) * (H * W) + pixel
 
     @_dev
     def channel_major_at(p, z, m, n):
@@ -824,77 +828,50 @@ def _gemm_parts(kind, dtype):
         b = z // G
         return (b * C + (z - b * G) * Mg + m) * N + n
 
+    # Every convolution writes a [B, C, N] array: dst is channel_major_at.
     if kind == "conv_forward":
         # y[b, g·Mg + m, n] = Σ_k K[(b), g·Mg + m, k] · cols_b,g[k, n];  z = b·G + g
         @_dev
-        def load_a(Wt, p, z, m, k):
+        def weight_at(p, z, m, k):
             G, Mg, Kk, wsb = p[0], p[1], p[2], p[3]
             b = z // G
-            return Wt[b * wsb + ((z - b * G) * Mg + m) * Kk + k]
-
-        @_dev
-        def load_b(X, p, z, k, n):
-            return im2col_at(X, p, z, k, n)
-
-        @_dev
-        def store(Y, p, z, m, n, v):
-            Y[channel_major_at(p, z, m, n)] = v
-        return load_a, load_b, store
+            return b * wsb + ((z - b * G) * Mg + m) * Kk + k
+        return weight_at, im2col_at, channel_major_at
 
     if kind == "conv_input":
         # gx[b, g·Cg + c, n] = Σ_{(o,i,j)} K[(b), g·Mg + o, c, i, j] · gy[b, g·Mg + o, oh, ow]
-        # with n = (h, w) and h = oh·sh − ph + i·dh: gather the gy that read pixel n
+        # over the output pixels (oh, ow) whose tap (i, j) reads pixel n: gather those gy
         @_dev
-        def load_a(Wt, p, z, m, k):
+        def weight_t_at(p, z, m, k):
             G, Mg, Cg, khw, wsb = p[0], p[1], p[2], p[3], p[4]
             b = z // G
             o = k // khw
-            return Wt[b * wsb + (((z - b * G) * Mg + o) * Cg + m) * khw + (k - o * khw)]
+            return b * wsb + (((z - b * G) * Mg + o) * Cg + m) * khw + (k - o * khw)
 
         @_dev
-        def load_b(GY, p, z, k, n):
+        def gy_at(p, z, k, n):
             G, Cout, Mg, Ho, Wo, W, kh, kw = p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7]
-            sh, sw, ph, pw, dh, dw = p[8], p[9], p[10], p[11], p[12], p[13]
             b = z // G
             o = k // (kh * kw)
-            r = k - o * (kh * kw)
-            i = r // kw
-            h = n // W
-            th = h + ph - i * dh
-            tw = (n - h * W) + pw - (r - i * kw) * dw
-            if th < 0 or tw < 0:
-                return zero
-            oh = th // sh
-            ow = tw // sw
-            if oh * sh != th or ow * sw != tw or oh >= Ho or ow >= Wo:
-                return zero
-            return GY[((b * Cout + (z - b * G) * Mg + o) * Ho + oh) * Wo + ow]
-
-        @_dev
-        def store(GX, p, z, m, n, v):
-            GX[channel_major_at(p, z, m, n)] = v
-        return load_a, load_b, store
+            col = col2im_column(k - o * (kh * kw), n, W, Ho, Wo, kw,
+                                p[8], p[9], p[10], p[11], p[12], p[13])
+            if col < 0:
+                return -1
+            return (b * Cout + (z - b * G) * Mg + o) * (Ho * Wo) + col
+        return weight_t_at, gy_at, channel_major_at
 
     if kind == "conv_weight":
         # gK[b, g·Mg + o, (c,i,j)] = Σ_l gy[b, g·Mg + o, l] · cols_b,g[(c,i,j), l];  z = b·G + g
         @_dev
-        def load_a(GY, p, z, m, k):
-            return GY[channel_major_at(p, z, m, k)]
-
-        @_dev
-        def load_b(X, p, z, k, n):
-            return im2col_at(X, p, z, n, k)     # the column matrix read transposed
-
-        @_dev
-        def store(GK, p, z, m, n, v):
-            GK[channel_major_at(p, z, m, n)] = v
-        return load_a, load_b, store
+        def im2col_t_at(p, z, k, n):
+            return im2col_at(p, z, n, k)     # the column matrix read transposed
+        return channel_major_at, im2col_t_at, channel_major_at
     raise ValueError(f"unknown GEMM kind {kind!r}")
 
 
 @functools.cache
 def _gemm_kernel(kind, dtype):
-    load_a, load_b, store = _gemm_parts(kind, dtype)
+    src_a, src_b, dst = _gemm_parts(kind)
     nbt = _nb(dtype)
     zero = np.dtype(dtype).type(0)
     BM, BN, BK, TM, TN = TILE_M, TILE_N, TILE_K, REG_M, REG_N
@@ -902,6 +879,13 @@ def _gemm_kernel(kind, dtype):
     NT = NTM * NTN
     # +1 column: k-fast fills then write rows BM+1 apart, missing the same shared-memory bank
     A_TILE, B_TILE = (BK, BM + 1), (BK, BN + 1)
+    # The input gradient's B operand has zeros that are no term of the sum (taps that no
+    # output pixel reads): they are skipped, not multiplied, so that an inf or NaN weight
+    # reaches only the pixels its tap reads, as in the column formula. The forward and weight
+    # products multiply the padding's zeros, which are terms of theirs.
+    masked = kind == "conv_input"
+    MASK_TILE = B_TILE if masked else (1, 1)
+    i8 = _nbt.int8
 
     @_kernel
     def gemm(C, A, B, pa, pb, pc, M, N, K, splits, kchunk, a_kfast, b_nfast):
@@ -909,9 +893,11 @@ def _gemm_kernel(kind, dtype):
         range of split z % splits; thread (tx, ty) owns outputs (ty + i·NTM, tx + j·NTN)."""
         As = cuda.shared.array(A_TILE, nbt)
         Bs = cuda.shared.array(B_TILE, nbt)
+        Bm = cuda.shared.array(MASK_TILE, i8)
         acc = cuda.local.array((TM, TN), nbt)
         ar = cuda.local.array(TM, nbt)
         br = cuda.local.array(TN, nbt)
+        bm = cuda.local.array(TN, i8)
         tx = cuda.threadIdx.x
         ty = cuda.threadIdx.y
         tid = ty * NTN + tx
@@ -935,7 +921,7 @@ def _gemm_kernel(kind, dtype):
                     mm = e - kk * BM
                 m = m0 + mm
                 k = k0 + kk
-                As[kk, mm] = load_a(A, pa, z, m, k) if (m < M and k < kend) else zero
+                As[kk, mm] = A[src_a(pa, z, m, k)] if (m < M and k < kend) else zero
             for e in range(tid, BK * BN, NT):
                 if b_nfast:
                     kk = e // BN
@@ -945,23 +931,29 @@ def _gemm_kernel(kind, dtype):
                     kk = e - nn * BK
                 n = n0 + nn
                 k = k0 + kk
-                Bs[kk, nn] = load_b(B, pb, z, k, n) if (n < N and k < kend) else zero
+                src = src_b(pb, z, k, n) if (n < N and k < kend) else -1
+                Bs[kk, nn] = B[src] if src >= 0 else zero
+                if masked:
+                    Bm[kk, nn] = 1 if src >= 0 else 0
             cuda.syncthreads()
             for kk in range(BK):
                 for i in range(TM):
                     ar[i] = As[kk, ty + i * NTM]
                 for j in range(TN):
                     br[j] = Bs[kk, tx + j * NTN]
+                    if masked:
+                        bm[j] = Bm[kk, tx + j * NTN]
                 for i in range(TM):
                     for j in range(TN):
-                        acc[i, j] += ar[i] * br[j]
+                        if not masked or bm[j] != 0:
+                            acc[i, j] += ar[i] * br[j]
             cuda.syncthreads()
         for i in range(TM):
             m = m0 + ty + i * NTM
             for j in range(TN):
                 n = n0 + tx + j * NTN
                 if m < M and n < N:
-                    store(C, pc, zz, m, n, acc[i, j])
+                    C[dst(pc, zz, m, n)] = acc[i, j]
     return gemm
 
 
@@ -979,7 +971,7 @@ def _gemm(kind, dtype, C, A, B, pa, pb, pc, M, N, K, Z, a_kfast, b_nfast, splits
 def _split_count(M, N, K, Z) -> int:
     """K-splits that bring a GEMM with few output tiles up to GEMM_TARGET_BLOCKS blocks."""
     tiles = -(-M // TILE_M) * -(-N // TILE_N) * Z
-    if tiles >= GEMM_TARGET_BLOCKS or K < 8 * TILE_K:
+    if tiles == 0 or tiles >= GEMM_TARGET_BLOCKS or K < 8 * TILE_K:
         return 1
     return int(_min(-(-GEMM_TARGET_BLOCKS // tiles), K // (4 * TILE_K)))
 
@@ -1105,25 +1097,8 @@ def log_softmax_backward(y, gy, axis):
 # --- padding -----------------------------------------------------------------------------------
 
 @functools.cache
-def _pad_source_fn():
-    @cuda.jit(device=True, inline=True)
-    def source(i, n, before, mode):
-        """Source index of padded position i along an axis of length n (−1: a zero)."""
-        k = i - before
-        if mode == 0:
-            return k if (k >= 0 and k < n) else -1
-        if mode == 1:
-            k = abs(k)
-            return 2 * (n - 1) - k if k > n - 1 else k
-        if mode == 2:
-            return _min(_max(k, 0), n - 1)
-        return ((k % n) + n) % n
-    return source
-
-
-@functools.cache
 def _pad_kernels(dtype):
-    source = _pad_source_fn()
+    source = _index_fns()[0]
     zero = np.dtype(dtype).type(0)
 
     @_kernel
@@ -1165,7 +1140,7 @@ def pad(x, pads, mode):
     out = _empty(shape[:-2] + (Hp, Wp), x.dtype)
     if out.size:
         _pad_kernels(np.dtype(x.dtype))[0][_blocks(out.size), THREADS](
-            _flat(out), _flat(x), H, W, top, left, Hp, Wp, _PAD_MODES[mode])
+            _flat(out), _flat(x), H, W, top, left, Hp, Wp, pad_mode_code("pad", mode))
     return out
 
 
@@ -1177,17 +1152,11 @@ def pad_backward(g, pads, mode):
     out = _empty(shape[:-2] + (H, W), g.dtype)
     if out.size:
         _pad_kernels(np.dtype(g.dtype))[1][_blocks(out.size), THREADS](
-            _flat(out), _flat(g), H, W, top, left, Hp, Wp, _PAD_MODES[mode])
+            _flat(out), _flat(g), H, W, top, left, Hp, Wp, pad_mode_code("pad", mode))
     return out
 
 
 # --- im2col / col2im ---------------------------------------------------------------------------
-
-def _out_size(x_shape, kernel, stride, padding, dilation):
-    Ho = conv_output_size(x_shape[2], kernel[0], stride[0], padding[0], dilation[0])
-    Wo = conv_output_size(x_shape[3], kernel[1], stride[1], padding[1], dilation[1])
-    return Ho, Wo
-
 
 def _geometry(kernel, stride, padding, dilation):
     (kh, kw), (sh, sw), (ph, pw), (dh, dw) = kernel, stride, padding, dilation
@@ -1197,6 +1166,7 @@ def _geometry(kernel, stride, padding, dilation):
 @functools.cache
 def _im2col_kernels(dtype):
     zero = np.dtype(dtype).type(0)
+    _, im2col_pixel, col2im_column = _index_fns()
 
     @_kernel
     def im2col_gather(cols, x, C, H, W, Ho, Wo, geo):
@@ -1208,17 +1178,10 @@ def _im2col_kernels(dtype):
             b = t // (rows * L)
             rest = t - b * rows * L
             row = rest // L
-            n = rest - row * L
             c = row // (kh * kw)
-            r = row - c * (kh * kw)
-            i = r // kw
-            oh = n // Wo
-            h = oh * sh - ph + i * dh
-            w = (n - oh * Wo) * sw - pw + (r - i * kw) * dw
-            if h < 0 or h >= H or w < 0 or w >= W:
-                cols[t] = zero
-            else:
-                cols[t] = x[((b * C + c) * H + h) * W + w]
+            pixel = im2col_pixel(row - c * (kh * kw), rest - row * L, H, W, Wo, kw,
+                                 sh, sw, ph, pw, dh, dw)
+            cols[t] = zero if pixel < 0 else x[(b * C + c) * (H * W) + pixel]
 
     @_kernel
     def col2im_gather(gx, cols, C, H, W, Ho, Wo, geo):
@@ -1228,26 +1191,19 @@ def _im2col_kernels(dtype):
         L = Ho * Wo
         for t in range(cuda.grid(1), gx.shape[0], cuda.gridsize(1)):
             bc = t // (H * W)
-            rest = t - bc * H * W
-            h = rest // W
-            w = rest - h * W
+            pixel = t - bc * (H * W)
             acc = zero
-            for i in range(kh):
-                th = h + ph - i * dh
-                if th < 0 or th % sh != 0 or th // sh >= Ho:
-                    continue
-                for j in range(kw):
-                    tw = w + pw - j * dw
-                    if tw < 0 or tw % sw != 0 or tw // sw >= Wo:
-                        continue
-                    acc += cols[(bc * kh * kw + i * kw + j) * L + (th // sh) * Wo + tw // sw]
+            for tap in range(kh * kw):
+                col = col2im_column(tap, pixel, W, Ho, Wo, kw, sh, sw, ph, pw, dh, dw)
+                if col >= 0:
+                    acc += cols[(bc * kh * kw + tap) * L + col]
             gx[t] = acc
     return im2col_gather, col2im_gather
 
 
 def im2col(x, kernel, stride, padding, dilation):
     B, C, H, W = (int(s) for s in x.shape)
-    Ho, Wo = _out_size(x.shape, kernel, stride, padding, dilation)
+    Ho, Wo = output_size(x.shape, kernel, stride, padding, dilation)
     cols = _empty((B, C * kernel[0] * kernel[1], Ho * Wo), x.dtype)
     if cols.size:
         _im2col_kernels(np.dtype(x.dtype))[0][_blocks(cols.size), THREADS](
@@ -1258,7 +1214,7 @@ def im2col(x, kernel, stride, padding, dilation):
 
 def col2im(cols, x_shape, kernel, stride, padding, dilation):
     B, C, H, W = (int(s) for s in x_shape)
-    Ho, Wo = _out_size(x_shape, kernel, stride, padding, dilation)
+    Ho, Wo = output_size(x_shape, kernel, stride, padding, dilation)
     gx = _empty((B, C, H, W), cols.dtype)
     if gx.size:
         if cols.size == 0:
@@ -1282,7 +1238,7 @@ def conv2d_forward(x, weight, stride, padding, dilation, groups):
     wshape = tuple(int(s) for s in weight.shape)
     Cout, Cg, kh, kw = wshape[-4:]
     G = int(groups)
-    Ho, Wo = _out_size(x.shape, (kh, kw), stride, padding, dilation)
+    Ho, Wo = output_size(x.shape, (kh, kw), stride, padding, dilation)
     dt = np.result_type(x.dtype, weight.dtype)
     Mg, Kk, L = Cout // G, Cg * kh * kw, Ho * Wo
     if B * Cout * L == 0 or Kk == 0:

@@ -12,7 +12,7 @@ import math
 
 import numpy as np
 
-from .table import conv_output_size
+from .geometry import grouped_weight, output_size, pad_mode_code, pad_source
 
 name = "numpy"
 
@@ -196,59 +196,48 @@ def log_softmax_backward(y, gy, axis):
 
 def pad_source_index(n, before, after, mode):
     """For each of the n + before + after padded positions along one axis, the position of
-    the original it copies, or −1 where "zeros" mode puts a zero."""
-    src = np.arange(-before, n + after, dtype=np.int64)
-    if mode == "reflect":
-        src = np.abs(src)
-        src = np.where(src > n - 1, 2 * (n - 1) - src, src)
-    elif mode == "replicate":
-        src = np.clip(src, 0, n - 1)
-    elif mode == "circular":
-        src = src % n
-    else:
-        src = np.where((src >= 0) & (src < n), src, -1)
-    return src
-
-
-def _pad_matrix(n, before, after, mode, dtype):
-    """The [n + before + after, n] 0/1 matrix P with padded = P · original along one axis."""
-    src = pad_source_index(n, before, after, mode)
-    rows = np.arange(src.size)
-    inside = src >= 0  # only "zeros" leaves rows outside: they stay all-zero
-    P = np.zeros((src.size, n), dtype=dtype)
-    P[rows[inside], src[inside]] = 1
-    return P
+    the original it copies, or −1 where "zeros" mode puts a zero (``geometry.pad_source``
+    has the rule of each mode)."""
+    code = pad_mode_code("pad", mode)
+    return np.array([pad_source(k, n, before, code) for k in range(n + before + after)],
+                    dtype=np.int64)
 
 
 def pad(x, pads, mode):
+    # Padding copies: y[..., i, j] = x[..., s_h(i), s_w(j)], and 0 where a source is −1.
+    # (It is the linear map Ph · x · Pwᵀ with 0/1 matrices, but a matrix product would also
+    # multiply each NaN or inf by the zeros of P and spread it to pixels that never copy it.)
     top, bottom, left, right = pads
-    Ph = _pad_matrix(x.shape[-2], top, bottom, mode, x.dtype)
-    Pw = _pad_matrix(x.shape[-1], left, right, mode, x.dtype)
-    return Ph @ x @ Pw.T  # padding is linear: y = Ph · x · Pwᵀ
+    src_h = pad_source_index(x.shape[-2], top, bottom, mode)
+    src_w = pad_source_index(x.shape[-1], left, right, mode)
+    y = np.zeros(x.shape[:-2] + (src_h.size, src_w.size), dtype=x.dtype)
+    rows, cols = np.nonzero(src_h >= 0)[0], np.nonzero(src_w >= 0)[0]
+    y[..., rows[:, None], cols] = x[..., src_h[rows][:, None], src_w[cols]]
+    return y
 
 
 def pad_backward(g, pads, mode):
+    # The transpose Phᵀ · g · Pw: each padded pixel's gradient is added to the pixel it
+    # copied, in (i, j) order (np.add.at accumulates repeated targets).
     top, bottom, left, right = pads
     H = g.shape[-2] - top - bottom
     W = g.shape[-1] - left - right
-    Ph = _pad_matrix(H, top, bottom, mode, g.dtype)
-    Pw = _pad_matrix(W, left, right, mode, g.dtype)
-    return Ph.T @ g @ Pw  # the transpose map: gx = Phᵀ · gy · Pw
+    src_h = pad_source_index(H, top, bottom, mode)
+    src_w = pad_source_index(W, left, right, mode)
+    g3 = g.reshape((int(np.prod(g.shape[:-2])),) + g.shape[-2:])     # B may be 0
+    gx = np.zeros((g3.shape[0], H, W), dtype=g.dtype)
+    i, j = np.nonzero((src_h >= 0)[:, None] & (src_w >= 0))
+    np.add.at(gx, (slice(None), src_h[i], src_w[j]), g3[:, i, j])
+    return gx.reshape(g.shape[:-2] + (H, W))
 
 
 # --- convolution -----------------------------------------------------------------------------
-
-def _out_size(x_shape, kernel, stride, padding, dilation):
-    Ho = conv_output_size(x_shape[2], kernel[0], stride[0], padding[0], dilation[0])
-    Wo = conv_output_size(x_shape[3], kernel[1], stride[1], padding[1], dilation[1])
-    return Ho, Wo
-
 
 def im2col(x, kernel, stride, padding, dilation):
     """cols[b, (c, i, j), (oh, ow)] = xpad[b, c, oh·sh + i·dh, ow·sw + j·dw]."""
     B, C = x.shape[:2]
     (kh, kw), (sh, sw), (ph, pw), (dh, dw) = kernel, stride, padding, dilation
-    Ho, Wo = _out_size(x.shape, kernel, stride, padding, dilation)
+    Ho, Wo = output_size(x.shape, kernel, stride, padding, dilation)
     xp = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
     cols = np.empty((B, C, kh, kw, Ho, Wo), dtype=x.dtype)
     for i in range(kh):
@@ -262,7 +251,7 @@ def col2im(cols, x_shape, kernel, stride, padding, dilation):
     """The transpose of im2col: every column entry is added back where it was read from."""
     B, C, H, W = x_shape
     (kh, kw), (sh, sw), (ph, pw), (dh, dw) = kernel, stride, padding, dilation
-    Ho, Wo = _out_size(x_shape, kernel, stride, padding, dilation)
+    Ho, Wo = output_size(x_shape, kernel, stride, padding, dilation)
     cols = cols.reshape(B, C, kh, kw, Ho, Wo)
     xp = np.zeros((B, C, H + 2 * ph, W + 2 * pw), dtype=cols.dtype)
     for i in range(kh):
@@ -272,41 +261,35 @@ def col2im(cols, x_shape, kernel, stride, padding, dilation):
     return xp[:, :, ph: ph + H, pw: pw + W].copy()
 
 
-def _grouped_weight(weight, B, groups):
-    """View a shared [Cout, Cin/g, kh, kw] or per-example [B, Cout, ...] weight as
-    [B or 1, g, Cout/g, Cin/g·kh·kw] so one batched matmul serves both."""
-    per_example = weight.ndim == 5
-    w = weight if per_example else weight[None]
-    Cout = w.shape[1]
-    return w.reshape(w.shape[0], groups, Cout // groups, -1)
-
-
 def conv2d_forward(x, weight, stride, padding, dilation, groups):
-    B = x.shape[0]
-    kernel = weight.shape[-2:]
-    Ho, Wo = _out_size(x.shape, kernel, stride, padding, dilation)
+    B, Cin = x.shape[:2]
+    Cout, kernel = weight.shape[-4], weight.shape[-2:]
+    Ho, Wo = output_size(x.shape, kernel, stride, padding, dilation)
+    L, K = Ho * Wo, Cin // groups * kernel[0] * kernel[1]
     cols = im2col(x, kernel, stride, padding, dilation)          # [B, Cin·kh·kw, L]
-    cols = cols.reshape(B, groups, -1, Ho * Wo)                  # [B, g, Cin/g·kh·kw, L]
-    w = _grouped_weight(weight, B, groups)                       # [B|1, g, Cout/g, Cin/g·kh·kw]
-    y = w @ cols                                                 # [B, g, Cout/g, L]
-    return y.reshape(B, -1, Ho, Wo)
+    cols = cols.reshape(B, groups, K, L)                         # [B, G, Cin/G·kh·kw, L]
+    w = grouped_weight(weight, groups)                           # [B|1, G, Cout/G, K]
+    y = w @ cols                                                 # [B, G, Cout/G, L]
+    return y.reshape(B, Cout, Ho, Wo)
 
 
 def conv2d_backward_input(gy, weight, x_shape, stride, padding, dilation, groups):
     B, Cout, Ho, Wo = gy.shape
     kernel = weight.shape[-2:]
-    w = _grouped_weight(weight, B, groups)
+    w = grouped_weight(weight, groups)
     g = gy.reshape(B, groups, Cout // groups, Ho * Wo)
-    gcols = np.swapaxes(w, -1, -2) @ g                           # [B, g, Cin/g·kh·kw, L]
-    return col2im(gcols.reshape(B, -1, Ho * Wo), x_shape, kernel, stride, padding, dilation)
+    gcols = np.swapaxes(w, -1, -2) @ g                           # [B, G, Cin/G·kh·kw, L]
+    gcols = gcols.reshape(B, x_shape[1] * kernel[0] * kernel[1], Ho * Wo)
+    return col2im(gcols, x_shape, kernel, stride, padding, dilation)
 
 
 def conv2d_backward_weight(x, gy, weight_shape, stride, padding, dilation, groups):
     B, Cout, Ho, Wo = gy.shape
     kernel = tuple(weight_shape[-2:])
-    cols = im2col(x, kernel, stride, padding, dilation).reshape(B, groups, -1, Ho * Wo)
+    K = x.shape[1] // groups * kernel[0] * kernel[1]
+    cols = im2col(x, kernel, stride, padding, dilation).reshape(B, groups, K, Ho * Wo)
     g = gy.reshape(B, groups, Cout // groups, Ho * Wo)
-    gw = g @ np.swapaxes(cols, -1, -2)                           # [B, g, Cout/g, Cin/g·kh·kw]
+    gw = g @ np.swapaxes(cols, -1, -2)                           # [B, G, Cout/G, K]
     if len(weight_shape) == 4:
         gw = gw.sum(axis=0)
     return gw.reshape(weight_shape)
@@ -319,7 +302,7 @@ def mix_experts(r, W):
 
 def mix_experts_backward(r, W, gK):
     E, B = W.shape[0], r.shape[0]
-    gK_flat = gK.reshape(B, -1)
+    gK_flat = gK.reshape(B, W[0].size)                # explicit: B may be 0
     gr = gK_flat @ W.reshape(E, -1).T                 # gr_be = ⟨gK_b, W_e⟩
     gW = (r.T @ gK_flat).reshape(W.shape)             # gW_e = Σ_b r_be gK_b
     return gr, gW

@@ -64,6 +64,8 @@ Convolution family (NCHW)
     ``mix_experts_backward(r, W, gK)`` -> (gr, gW) with gr = gK·Wᵀ, gW = rᵀ·gK
 """
 
+from .geometry import conv_output_size  # noqa: F401 - the conv geometry, re-exported
+
 KERNELS: tuple[str, ...] = (
     # creation and transfer
     "from_numpy", "to_numpy", "full", "astype", "dropout_mask",
@@ -78,8 +80,3 @@ KERNELS: tuple[str, ...] = (
     "pad", "pad_backward", "im2col", "col2im", "conv2d_forward", "conv2d_backward_input",
     "conv2d_backward_weight", "mix_experts", "mix_experts_backward",
 )
-
-
-def conv_output_size(size: int, kernel: int, stride: int, padding: int, dilation: int) -> int:
-    """Output length of a convolution along one axis: ⌊(n + 2p − d(k−1) − 1)/s⌋ + 1."""
-    return (size + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1

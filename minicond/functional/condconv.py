@@ -55,6 +55,9 @@ def mix_experts(routing_weights: Tensor, weight: Tensor) -> Tensor:
     ``[E, ...]``."""
     r = check_tensor("mix_experts", "routing_weights", routing_weights, ndim=2)
     W = check_tensor("mix_experts", "weight", weight)
+    if W.ndim >= 1 and W.shape[0] == 0:
+        raise ValueError(f"mix_experts: weight has shape {W.shape}: E=0 experts; expected at "
+                         "least 1")
     if W.ndim < 2 or W.shape[0] != r.shape[1]:
         raise ValueError(f"mix_experts: weight has shape {W.shape}; its first axis must be "
                          f"the number of experts E={r.shape[1]} of routing_weights {r.shape}")
@@ -115,6 +118,8 @@ def cond_conv2d(x: Tensor, routing_weights: Tensor, weight: Tensor, bias: Tensor
     r = check_tensor(fn, "routing_weights", routing_weights, ndim=2)
     W = check_tensor(fn, "weight", weight, ndim=5)
     E = W.shape[0]
+    if E < 1:
+        raise ValueError(f"{fn}: weight has shape {W.shape}: E=0 experts; expected at least 1")
     if r.shape != (x.shape[0], E):
         raise ValueError(f"{fn}: routing_weights has shape {r.shape}; expected (B, E) = "
                          f"({x.shape[0]}, {E}) from x {x.shape} and weight {W.shape}")

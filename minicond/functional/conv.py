@@ -115,6 +115,9 @@ def conv_geometry(fn: str, x_shape: tuple[int, ...], weight_shape: tuple[int, ..
     ``[Cout, Cin/G, kh, kw]``; raise a ValueError/TypeError naming the argument."""
     B, Cin, H, W = x_shape
     Cout, cin_per_group, kh, kw = weight_shape
+    if Cout < 1:
+        raise ValueError(f"{fn}: weight has out_channels Cout={Cout} (kernel shape "
+                         f"{tuple(weight_shape)}); expected at least 1")
     stride, padding, dilation, groups = check_conv_options(fn, Cin, Cout, stride, padding,
                                                            dilation, groups)
     if cin_per_group * groups != Cin:

@@ -19,9 +19,8 @@ from typing import Any
 
 from .._validate import check_choice, check_int, check_tensor
 from ..autograd import Function
+from ..backends.geometry import PAD_MODES
 from ..tensor import Tensor
-
-PAD_MODES = ("zeros", "reflect", "replicate", "circular")
 
 
 class Pad(Function):
