@@ -171,6 +171,7 @@ def _x():
     (lambda: F.maximum(np.zeros(3), _x()), TypeError, "maximum: input"),
     (lambda: F.maximum(_x(), [1.0, 2.0, 3.0]), TypeError, "maximum: other: .*list"),
     (lambda: F.minimum(_x(), np.zeros(2)), ValueError, r"minimum: other: .*\(3,\) and \(2,\)"),
+    (lambda: F.tanh(mc.tensor([1, 2])), TypeError, "Tanh: got a tensor of dtype int64"),
     (lambda: F.one_hot(_x()), TypeError, "one_hot: tensor must be an int64 tensor"),
     (lambda: F.one_hot(np.arange(3)), TypeError, "one_hot: tensor must be a minicond Tensor"),
     (lambda: F.one_hot(mc.tensor([0, -1])), ValueError, "one_hot: class indices must be >= 0"),
@@ -182,3 +183,27 @@ def _x():
 def test_invalid_arguments(call, error, match):
     with pytest.raises(error, match=match):
         call()
+
+
+SPECIAL = st.sampled_from([0.0, float("nan"), float("inf"), float("-inf")])
+
+
+@given(slope=st.one_of(st.floats(-1e3, 1e3), SPECIAL, st.text(max_size=2), st.none(),
+                       st.booleans()),
+       beta=st.one_of(st.floats(1e-3, 1e3), st.floats(-1e3, -1e-3), SPECIAL,
+                      st.integers(-3, 3), st.none()),
+       approximate=st.one_of(st.sampled_from(["none", "tanh"]), st.text(max_size=4)))
+def test_drawn_arguments_are_accepted_or_named(slope, beta, approximate):
+    """Every drawn argument either works (finite output for finite input) or raises a
+    ValueError/TypeError that names the function and the argument."""
+    x = mc.tensor(np.linspace(-3, 3, 7), dtype="float64", backend="numpy")
+    calls = [("leaky_relu", "negative_slope", lambda: F.leaky_relu(x, slope)),
+             ("softplus", "beta", lambda: F.softplus(x, beta=beta)),
+             ("gelu", "approximate", lambda: F.gelu(x, approximate=approximate))]
+    for fn, arg, call in calls:
+        try:
+            y = call()
+        except (TypeError, ValueError) as err:
+            assert str(err).startswith(f"{fn}: {arg}="), str(err)
+        else:
+            assert np.all(np.isfinite(y.numpy())), (fn, slope, beta, approximate)

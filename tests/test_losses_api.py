@@ -223,3 +223,34 @@ def _z(n=3, c=4):
 def test_invalid_arguments(call, error, match):
     with pytest.raises(error, match=match):
         call()
+
+
+@given(reduction=st.one_of(st.sampled_from(REDUCTIONS), st.text(max_size=5), st.none()),
+       smoothing=st.one_of(st.floats(-1, 2), st.sampled_from([float("nan"), float("inf")]),
+                           st.none()),
+       ignore_index=st.one_of(st.integers(-200, 5), st.floats(-2, 2), st.none()),
+       weight=st.one_of(st.none(), st.lists(st.floats(0, 3), min_size=2, max_size=4)))
+def test_drawn_loss_arguments_are_accepted_or_named(reduction, smoothing, ignore_index,
+                                                    weight):
+    """Each drawn argument either works or raises a ValueError/TypeError naming the function
+    and the argument; a loss that is computed is finite or (all rows ignored, or zero total
+    weight, with the mean) NaN as in PyTorch."""
+    z = mc.tensor(np.array([[0.5, -1.0, 2.0], [0.0, 1.0, -0.5]]), dtype="float64",
+                  backend="numpy")
+    labels = np.array([2, 0])
+    try:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            loss = F.cross_entropy(z, labels, None if weight is None else np.array(weight),
+                                   ignore_index=ignore_index, reduction=reduction,
+                                   label_smoothing=smoothing)
+    except (TypeError, ValueError) as err:
+        message = str(err)
+        assert message.startswith("cross_entropy: "), message
+        assert any(name in message for name in ("reduction", "label_smoothing",
+                                                "ignore_index", "weight")), message
+        return
+    ref = TF.cross_entropy(torch.from_numpy(z.numpy()), torch.from_numpy(labels),
+                           None if weight is None else torch.tensor(weight, dtype=torch.float64),
+                           ignore_index=ignore_index, reduction=reduction,
+                           label_smoothing=smoothing)
+    np.testing.assert_allclose(loss.numpy(), ref.numpy(), rtol=1e-10, atol=1e-12)
