@@ -26,12 +26,13 @@ import io
 import json
 import math
 import os
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from ._files import write_atomic
 
 FORMAT = "minicond-checkpoint/1"
 _ARRAY = "__array__"
@@ -96,57 +97,14 @@ def _serialise(state: dict[str, Any]) -> bytes:
     return buffer.getvalue()
 
 
-def _write_all(f: Any, data: bytes) -> None:
-    """Write ``data`` in chunks (a failure part-way leaves a partial temporary file)."""
-    view = memoryview(data)
-    for start in range(0, len(view), 1 << 20):
-        f.write(view[start:start + (1 << 20)])
-
-
-def write_atomic(path: str | os.PathLike, data: bytes) -> Path:
-    """Write ``data`` to ``path`` atomically: a temporary file ``.NAME.*.tmp`` in the same
-    directory, fsync'ed, then renamed over ``path``. A failure leaves ``path`` as it was and
-    raises an ``OSError`` of the same errno with ``path`` as its filename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            _write_all(f, data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException as err:
-        # Any failure, Ctrl-C included, drops the temporary file and leaves ``path`` as it was.
-        Path(tmp).unlink(missing_ok=True)
-        if isinstance(err, OSError):
-            # A failed write (a full disk) names no file, a failed rename names the temporary
-            # file: say which file it was (OSError(errno, ...) keeps the errno's subclass).
-            raise OSError(err.errno, err.strerror or str(err), str(path)) from err
-        raise
-    _fsync_directory(path.parent)
-    return path
-
-
 def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:
     """Write ``state`` to ``path`` atomically (temporary file, fsync, rename)."""
     if not isinstance(state, dict):
         raise TypeError(f"save_checkpoint: state must be a dict, got {type(state).__name__}")
-    return write_atomic(path, _serialise(state))
-
-
-def _fsync_directory(directory: Path) -> None:
-    """Make the rename itself durable (POSIX); directories cannot be opened on Windows."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+    path = Path(path)
+    data = _serialise(state)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return write_atomic(path, data)
 
 
 def _damaged(path: Path, what: str) -> CheckpointError:

@@ -13,8 +13,8 @@ from typing import Any
 
 import numpy as np
 
+from ._files import write_atomic
 from .autograd import no_grad
-from .checkpoint import write_atomic
 from .data import Dataset
 from .nn import Module, Router
 from .tensor import tensor

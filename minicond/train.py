@@ -44,10 +44,11 @@ import numpy as np
 
 from . import functional as F
 from . import random as mc_random
+from ._files import write_atomic
 from ._validate import check_float, check_int
 from .autograd import no_grad
 from .backends import BackendUnavailableError, get_backend
-from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint, write_atomic
+from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .data import DATASETS, DataLoader, Dataset, load_dataset
 from .models import MODELS, build_model
 from .nn import Module
@@ -244,7 +245,7 @@ def _check_memory(config: TrainConfig) -> None:
 
 LOCK_NAME = "run.lock"
 # The files a run writes, each atomically; ``.NAME.*.tmp`` is the temporary file of a save
-# killed before its rename (see checkpoint.write_atomic).
+# killed before its rename (see _files.write_atomic).
 RUN_FILES = ("latest.ckpt", "best.ckpt", "metrics.jsonl", "curves.png", "routing.png",
              "routing.json")
 _TEMPORARY_PATTERNS = tuple(f".{name}.*.tmp" for name in RUN_FILES) + (".write-test.*.tmp",)

@@ -10,7 +10,7 @@ import zipfile
 import numpy as np
 import pytest
 
-from minicond import checkpoint
+from minicond import _files
 from minicond.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 
 
@@ -65,7 +65,7 @@ def test_a_write_failing_midway_keeps_the_previous_checkpoint(tmp_path, monkeypa
         f.write(data[: len(data) // 2])
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(checkpoint, "_write_all", write_half_then_fail)
+    monkeypatch.setattr(_files, "_write_all", write_half_then_fail)
     with pytest.raises(OSError, match="No space left") as error:
         save_checkpoint(path, _state(2.0))
     assert error.value.errno == 28 and error.value.filename == str(path)
@@ -82,7 +82,7 @@ def test_an_interrupt_during_the_write_keeps_the_previous_checkpoint(tmp_path, m
         f.write(data[:100])
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(checkpoint, "_write_all", interrupted)
+    monkeypatch.setattr(_files, "_write_all", interrupted)
     with pytest.raises(KeyboardInterrupt):
         save_checkpoint(path, _state(2.0))
     _assert_same(load_checkpoint(path), _state(1.0))

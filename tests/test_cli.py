@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from minicond import checkpoint, cli
+from minicond import _files, cli
 from minicond.checkpoint import load_checkpoint
 from minicond.cli import build_parser, main
 from minicond.train import Trainer
@@ -242,7 +242,7 @@ def test_a_full_disk_while_saving(tmp_path, monkeypatch, capsys):
     def full(f, data):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(checkpoint, "_write_all", full)
+    monkeypatch.setattr(_files, "_write_all", full)
     out = tmp_path / "run"
     err = one_line_error(capsys, ["train", "--epochs", "1", "--out", str(out), *TINY])
     assert err == f"minicond train: error: {out / 'best.ckpt'}: No space left on device"
