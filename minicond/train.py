@@ -209,6 +209,7 @@ def estimate_memory(config: TrainConfig) -> dict[str, int]:
         "dataset": images * channels * side * side * 4,
         # weights, gradients and up to two optimizer moments, float32
         "model": 4 * parameters * 4,
+        # at least 64 images: evaluation runs batches of 256 that save nothing for backward
         "activations": (_ACTIVATION_VALUES_PER_CHANNEL_PIXEL * max(config.batch_size, 64)
                         * config.width * side * side * 4),
     }
