@@ -68,6 +68,32 @@ def test_nll_loss_matches_torch(backend, size_limit, data, reduction):
         [logits], backend=backend)
 
 
+@settings(fixture_settings, max_examples=15)
+@given(data=st.data(), reduction=st.sampled_from(REDUCTIONS), smoothing=st.sampled_from([0, 0.2]))
+def test_cross_entropy_per_pixel_and_unbatched_match_torch(backend, size_limit, data,
+                                                            reduction, smoothing):
+    """[N, C, d1, …] with labels [N, d1, …] (per-pixel classification), and [C] with one label."""
+    extra = tuple(data.draw(st.lists(st.integers(1, 3), min_size=0, max_size=2), label="d"))
+    n, c = data.draw(st.integers(1, 3), label="N"), data.draw(st.integers(2, 4), label="C")
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**16), label="seed"))
+    unbatched = data.draw(st.booleans(), label="unbatched") and not extra
+    shape, label_shape = ((c,), ()) if unbatched else ((n, c) + extra, (n,) + extra)
+    labels = rng.integers(0, c, size=label_shape)
+    if labels.ndim:
+        labels.flat[-1] = -100                      # one ignored item
+        labels.flat[0] = 0
+    weight = rng.uniform(0.5, 2.0, c)
+    for ours, theirs in [(F.cross_entropy, TF.cross_entropy), (F.nll_loss, TF.nll_loss)]:
+        kwargs = {"label_smoothing": smoothing} if ours is F.cross_entropy else {}
+        compare_with_torch(
+            lambda z, ours=ours, kwargs=kwargs: ours(z, labels, weight, reduction=reduction,
+                                                     **kwargs),
+            lambda z, theirs=theirs, kwargs=kwargs: theirs(
+                z, torch.from_numpy(labels), torch.from_numpy(weight), reduction=reduction,
+                **kwargs),
+            [rng.standard_normal(shape)], backend=backend)
+
+
 @st.composite
 def same_shape_pair(draw, size_limit: int, grid: bool):
     shape = tuple(draw(st.lists(st.integers(1, size_limit), min_size=1, max_size=3)))
@@ -202,7 +228,7 @@ def _z(n=3, c=4):
     (lambda: F.cross_entropy(_z(), [0, -5, 2], ignore_index=-1), ValueError,
      r"\[0, 4\) or equal ignore_index=-1"),
     (lambda: F.cross_entropy(_z(), [0, 1, 2], reduction="avg"), ValueError, "reduction='avg'"),
-    (lambda: F.nll_loss(_z(), [0, 1]), ValueError, "nll_loss: target has 2 labels"),
+    (lambda: F.nll_loss(_z(), [0, 1]), ValueError, r"nll_loss: target has shape \(2,\)"),
     (lambda: F.nll_loss(np.zeros((3, 4)), [0, 1, 2]), TypeError, "nll_loss: input must be"),
     (lambda: F.nll_loss(_z(), [0, 1, 9]), ValueError, r"nll_loss: target labels must be in"),
     (lambda: F.l1_loss(_z(), _z(3, 5)), ValueError, r"l1_loss: target has shape \(3, 5\)"),

@@ -16,6 +16,7 @@ import numpy as np
 from .._validate import check_choice, check_float, check_int, check_tensor
 from ..autograd import Function
 from ..tensor import Tensor
+from .basic import permute, reshape
 
 REDUCTIONS = ("mean", "sum", "none")
 
@@ -220,26 +221,28 @@ class BCEWithLogits(Function):
         return gx, gy, None, None
 
 
-def _labels(fn: str, target: Any, N: int, C: int, ignore_index: int) -> np.ndarray:
-    """Integer class labels (an int64 Tensor, a NumPy int array or a list of ints) checked
-    against [N, C]; ``ignore_index`` is allowed besides 0..C−1."""
+def _labels(fn: str, target: Any, item_shape: tuple[int, ...], C: int,
+            ignore_index: int) -> np.ndarray:
+    """Integer class labels (an int64 Tensor, a NumPy int array or a list of ints), one per
+    item of the input, flattened to [M]; values in 0..C−1 or ``ignore_index``."""
     if isinstance(target, Tensor):
         if np.dtype(target.dtype).kind not in "iu":
             raise TypeError(f"{fn}: target must be integer class labels (an int64 Tensor, a "
                             f"NumPy int array or a list), not a {target.dtype} Tensor")
         target = target.numpy()
     labels = np.asarray(target)
-    if labels.dtype.kind not in "iu" or labels.ndim != 1:
-        raise TypeError(f"{fn}: target must be a 1-D array or list of integer class labels; "
-                        f"got dtype {labels.dtype} and shape {labels.shape}")
-    if labels.shape[0] != N:
-        raise ValueError(f"{fn}: target has {labels.shape[0]} labels; the input has N={N} rows")
+    if labels.dtype.kind not in "iu":
+        raise TypeError(f"{fn}: target must be integer class labels; got dtype "
+                        f"{labels.dtype} and shape {labels.shape}")
+    if labels.shape != item_shape:
+        raise ValueError(f"{fn}: target has shape {labels.shape}; expected {item_shape}, one "
+                         "label per item of the input")
     used = labels[labels != ignore_index]
     if used.size and (used.min() < 0 or used.max() >= C):
         raise ValueError(f"{fn}: target labels must be in [0, {C}) or equal "
                          f"ignore_index={ignore_index}; got values from {used.min()} to "
                          f"{used.max()}")
-    return labels.astype(np.int64)
+    return labels.astype(np.int64).reshape(-1)
 
 
 def _class_weight(fn: str, weight: Any, C: int) -> np.ndarray | None:
@@ -255,43 +258,65 @@ def _class_weight(fn: str, weight: Any, C: int) -> np.ndarray | None:
     return w.astype(np.float64)
 
 
-def _class_input(fn: str, input: Any) -> Tensor:  # noqa: A002
-    z = check_tensor(fn, "input", input, ndim=2)
-    if z.shape[0] == 0 or z.shape[1] == 0:
+def _class_rows(fn: str, input: Any) -> tuple[Tensor, tuple[int, ...]]:  # noqa: A002
+    """The input as rows [M, C] and the shape of its per-item losses.
+
+    As in PyTorch the class axis is axis 1 of [N, C, d1, …] (one item per (n, d1, …), e.g.
+    per pixel), or the only axis of an unbatched [C]. Moving it last and flattening are a
+    Permute and a Reshape, whose backward autograd already has.
+    """
+    z = check_tensor(fn, "input", input)
+    if z.ndim == 0:
+        raise ValueError(f"{fn}: input must be [C], [N, C] or [N, C, d1, ...]; got a 0-D "
+                         "tensor")
+    C = z.shape[1] if z.ndim > 1 else z.shape[0]
+    items = (z.shape[0],) + z.shape[2:] if z.ndim > 1 else ()
+    if C == 0 or 0 in items:
         raise ValueError(f"{fn}: input has shape {z.shape}; expected at least one row and "
                          "one class")
-    return z
+    if z.ndim == 1:
+        return reshape(z, (1, C)), items
+    if z.ndim > 2:
+        z = reshape(permute(z, (0, *range(2, z.ndim), 1)), (-1, C))
+    return z, items
+
+
+def _per_item(loss: Tensor, items: tuple[int, ...], reduction: str) -> Tensor:
+    """Per-item losses back in the input's item shape (reductions are already scalars)."""
+    return reshape(loss, items) if reduction == "none" else loss
 
 
 def cross_entropy(input: Tensor, target: Any, weight: Any = None, *,  # noqa: A002
                   ignore_index: int = -100, reduction: str = "mean",
                   label_smoothing: float = 0.0) -> Tensor:
-    """``torch.nn.functional.cross_entropy`` for logits [N, C] and integer labels [N]:
-    class ``weight`` [C], labels equal to ``ignore_index`` left out (of the mean's divisor
-    too), ``label_smoothing`` ε mixing the one-hot target with ε/C everywhere."""
+    """``torch.nn.functional.cross_entropy`` for logits [N, C] and integer labels [N] (also
+    [N, C, d1, …] with labels [N, d1, …], e.g. per pixel, or an unbatched [C] with one
+    label): class ``weight`` [C], labels equal to ``ignore_index`` left out (of the mean's
+    divisor too), ``label_smoothing`` ε mixing the one-hot target with ε/C everywhere."""
     fn = "cross_entropy"
-    z = _class_input(fn, input)
-    N, C = z.shape
+    z, items = _class_rows(fn, input)
+    C = z.shape[1]
     ignore_index = check_int(fn, "ignore_index", ignore_index, -(2**63))
-    labels = _labels(fn, target, N, C, ignore_index)
+    labels = _labels(fn, target, items, C, ignore_index)
     w = _class_weight(fn, weight, C)
     eps = check_float(fn, "label_smoothing", label_smoothing, 0.0, 1.0)
     reduction = check_choice(fn, "reduction", reduction, REDUCTIONS)
-    return CrossEntropy.apply(z, labels, w, ignore_index, eps, reduction)
+    return _per_item(CrossEntropy.apply(z, labels, w, ignore_index, eps, reduction), items,
+                     reduction)
 
 
 def nll_loss(input: Tensor, target: Any, weight: Any = None, *,  # noqa: A002
              ignore_index: int = -100, reduction: str = "mean") -> Tensor:
     """``torch.nn.functional.nll_loss`` for log-probabilities [N, C] (e.g. from
-    ``log_softmax``) and integer labels [N]."""
+    ``log_softmax``) and integer labels [N]; shapes as :func:`cross_entropy`."""
     fn = "nll_loss"
-    x = _class_input(fn, input)
-    N, C = x.shape
+    x, items = _class_rows(fn, input)
+    C = x.shape[1]
     ignore_index = check_int(fn, "ignore_index", ignore_index, -(2**63))
-    labels = _labels(fn, target, N, C, ignore_index)
+    labels = _labels(fn, target, items, C, ignore_index)
     w = _class_weight(fn, weight, C)
     reduction = check_choice(fn, "reduction", reduction, REDUCTIONS)
-    return NLLLoss.apply(x, labels, w, ignore_index, reduction)
+    return _per_item(NLLLoss.apply(x, labels, w, ignore_index, reduction), items, reduction)
 
 
 def _pair(fn: str, input: Any, target: Any, reduction: str) -> tuple[Tensor, Tensor, str]:
