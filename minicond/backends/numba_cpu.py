@@ -224,6 +224,10 @@ def _scratch(shape: tuple[int, ...], dtype: np.dtype, slot: int = 0) -> np.ndarr
 # Serial and ``nogil``: the pool above supplies the parallelism. ``max``/``sum`` at module level
 # are the table's kernels, so compiled code spells out its comparisons instead.
 
+# The convolution kernels walk a zero-bordered copy of each image plane, flat [Hp·Wp]: output
+# row oh at tap (i, j) reads the padded row starting at (oh·sh + i·dh)·Wp + j·dw, every sw-th
+# element (``_window``); the row operations below step through it.
+
 @njit(cache=True, nogil=True)
 def _fill_padded(plane, padded, ph, pw, Wp):
     """Copy an [H, W] plane into the interior of a zero-bordered flat [Hp·Wp] plane."""
@@ -236,14 +240,76 @@ def _fill_padded(plane, padded, ph, pw, Wp):
 
 
 @njit(cache=True, nogil=True)
+def _crop_padded(padded, plane, ph, pw, Wp):
+    """The interior of a zero-bordered flat plane back into an [H, W] plane."""
+    H, W = plane.shape
+    for h in range(H):
+        src = padded[(h + ph) * Wp + pw:]
+        dst = plane[h]
+        for w in range(W):
+            dst[w] = src[w]
+
+
+@njit(inline="always", nogil=True)
+def _bordered_plane(a, ph, pw):
+    """A zero flat plane for the [H, W] planes of the 4-D array a with a border of (ph, pw),
+    and its row length Wp."""
+    Wp = a.shape[3] + 2 * pw
+    return np.zeros((a.shape[2] + 2 * ph) * Wp, dtype=a.dtype), Wp
+
+
+@njit(inline="always", nogil=True)
+def _window(padded, oh, i, j, sh, dh, dw, Wp):
+    """The padded row that output row oh reads at tap (i, j), from its first pixel."""
+    return padded[(oh * sh + i * dh) * Wp + j * dw:]
+
+
+@njit(inline="always", nogil=True)
+def _copy_row(out, v, sw, n):
+    """out[ow] = v[ow·sw] for ow < n (stride 1 a plain vectorised copy)."""
+    if sw == 1:
+        for ow in range(n):
+            out[ow] = v[ow]
+    else:
+        for ow in range(n):
+            out[ow] = v[ow * sw]
+
+
+@njit(inline="always", nogil=True)
+def _gather_row(out, a, v, sw, n):
+    """out[ow] += a · v[ow·sw] for ow < n (stride 1 a plain vectorised loop)."""
+    if sw == 1:
+        for ow in range(n):
+            out[ow] += a * v[ow]
+    else:
+        for ow in range(n):
+            out[ow] += a * v[ow * sw]
+
+
+@njit(inline="always", nogil=True)
+def _scatter_row(v, a, g, sw, n):
+    """v[ow·sw] += a · g[ow] for ow < n: the transpose of :func:`_gather_row`."""
+    if sw == 1:
+        _gather_row(v, a, g, 1, n)          # at stride 1 both are v[ow] += a · g[ow]
+    else:
+        for ow in range(n):
+            v[ow * sw] += a * g[ow]
+
+
+@njit(inline="always", nogil=True)
+def _dot_row(acc, g, v, sw, n):
+    """acc + Σ_ow g[ow] · v[ow·sw], in ow order."""
+    for ow in range(n):
+        acc += g[ow] * v[ow * sw]
+    return acc
+
+
+@njit(cache=True, nogil=True)
 def _im2col_kernel(x, cols, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo):
     """cols[b, (c, i, j), oh·Wo + ow] = x[b, c, oh·sh − ph + i·dh, ow·sw − pw + j·dw], zero
-    outside x. Each image plane is first copied into a zero-bordered plane that stays in
-    cache, so the copies into the columns need no bounds tests and use only non-negative
-    offsets (with stride 1 the inner loop is a plain vectorised copy)."""
-    nb, C, H, W = x.shape
-    Hp, Wp = H + 2 * ph, W + 2 * pw
-    padded = np.zeros(Hp * Wp, dtype=x.dtype)
+    outside x, read through the zero-bordered plane (no bounds tests, non-negative offsets)."""
+    nb, C = x.shape[0], x.shape[1]
+    padded, Wp = _bordered_plane(x, ph, pw)
     for b in range(nb):
         for c in range(C):
             _fill_padded(x[b, c], padded, ph, pw, Wp)
@@ -251,14 +317,7 @@ def _im2col_kernel(x, cols, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo):
                 for j in range(kw):
                     d = cols[b, (c * kh + i) * kw + j]
                     for oh in range(Ho):
-                        v = padded[(oh * sh + i * dh) * Wp + j * dw:]
-                        o = d[oh * Wo:]
-                        if sw == 1:
-                            for ow in range(Wo):
-                                o[ow] = v[ow]
-                        else:
-                            for ow in range(Wo):
-                                o[ow] = v[ow * sw]
+                        _copy_row(d[oh * Wo:], _window(padded, oh, i, j, sh, dh, dw, Wp), sw, Wo)
 
 
 @njit(cache=True, nogil=True)
@@ -266,9 +325,9 @@ def _col2im_kernel(cols, gx, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo):
     """The transpose of ``_im2col_kernel``: every column entry is added back to the pixel it
     was read from, each pixel's sum in the fixed order (i, j, oh, ow), accumulated in a
     zero-bordered plane whose interior is then copied out."""
-    nb, C, H, W = gx.shape
-    Hp, Wp = H + 2 * ph, W + 2 * pw
-    padded = np.empty(Hp * Wp, dtype=gx.dtype)
+    nb, C = gx.shape[0], gx.shape[1]
+    padded, Wp = _bordered_plane(gx, ph, pw)
+    one = np.ones(1, dtype=gx.dtype)[0]           # in the array's dtype: no float64 detour
     for b in range(nb):
         for c in range(C):
             padded[:] = 0
@@ -276,47 +335,28 @@ def _col2im_kernel(cols, gx, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo):
                 for j in range(kw):
                     s = cols[b, (c * kh + i) * kw + j]
                     for oh in range(Ho):
-                        v = padded[(oh * sh + i * dh) * Wp + j * dw:]
-                        g = s[oh * Wo:]
-                        if sw == 1:
-                            for ow in range(Wo):
-                                v[ow] += g[ow]
-                        else:
-                            for ow in range(Wo):
-                                v[ow * sw] += g[ow]
-            for h in range(H):
-                src = padded[(h + ph) * Wp + pw:]
-                dst = gx[b, c, h]
-                for w in range(W):
-                    dst[w] = src[w]
+                        _scatter_row(_window(padded, oh, i, j, sh, dh, dw, Wp), one,
+                                     s[oh * Wo:], sw, Wo)
+            _crop_padded(padded, gx[b, c], ph, pw, Wp)
 
 
 @njit(cache=True, nogil=True)
 def _depthwise_forward_kernel(x, w, y, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo):
     """y[b, c, oh, ow] = Σ_ij w[b|0, c, i, j] · x[b, c, oh·sh − ph + i·dh, ow·sw − pw + j·dw]
     (one channel per group, x zero outside), each output summed in (i, j) order. ``w`` is
-    [1 or nb, C, kh, kw]; ``y`` must be zero on entry. Reads go through a zero-bordered
-    copy of the plane, as in ``_im2col_kernel``."""
-    nb, C, H, W = x.shape
-    Hp, Wp = H + 2 * ph, W + 2 * pw
-    padded = np.zeros(Hp * Wp, dtype=x.dtype)
+    [1 or nb, C, kh, kw]; ``y`` must be zero on entry."""
+    nb, C = x.shape[0], x.shape[1]
+    padded, Wp = _bordered_plane(x, ph, pw)
     per_example = w.shape[0] > 1
     for b in range(nb):
-        wb = b if per_example else 0
         for c in range(C):
             _fill_padded(x[b, c], padded, ph, pw, Wp)
             for i in range(kh):
                 for j in range(kw):
-                    wv = w[wb, c, i, j]
+                    wv = w[b if per_example else 0, c, i, j]
                     for oh in range(Ho):
-                        v = padded[(oh * sh + i * dh) * Wp + j * dw:]
-                        d = y[b, c, oh]
-                        if sw == 1:
-                            for ow in range(Wo):
-                                d[ow] += wv * v[ow]
-                        else:
-                            for ow in range(Wo):
-                                d[ow] += wv * v[ow * sw]
+                        _gather_row(y[b, c, oh], wv, _window(padded, oh, i, j, sh, dh, dw, Wp),
+                                    sw, Wo)
 
 
 @njit(cache=True, nogil=True)
@@ -324,31 +364,19 @@ def _depthwise_backward_input_kernel(gy, w, gx, kh, kw, sh, sw, ph, pw, dh, dw, 
     """The transpose of ``_depthwise_forward_kernel`` in x: every gy[b, c, oh, ow]·w[c, i, j]
     is added to the pixel it came from, in the fixed order (i, j, oh, ow), accumulated in a
     zero-bordered plane whose interior is then copied out."""
-    nb, C, H, W = gx.shape
-    Hp, Wp = H + 2 * ph, W + 2 * pw
-    padded = np.empty(Hp * Wp, dtype=gx.dtype)
+    nb, C = gx.shape[0], gx.shape[1]
+    padded, Wp = _bordered_plane(gx, ph, pw)
     per_example = w.shape[0] > 1
     for b in range(nb):
-        wb = b if per_example else 0
         for c in range(C):
             padded[:] = 0
             for i in range(kh):
                 for j in range(kw):
-                    wv = w[wb, c, i, j]
+                    wv = w[b if per_example else 0, c, i, j]
                     for oh in range(Ho):
-                        d = padded[(oh * sh + i * dh) * Wp + j * dw:]
-                        g = gy[b, c, oh]
-                        if sw == 1:
-                            for ow in range(Wo):
-                                d[ow] += wv * g[ow]
-                        else:
-                            for ow in range(Wo):
-                                d[ow * sw] += wv * g[ow]
-            for h in range(H):
-                src = padded[(h + ph) * Wp + pw:]
-                dst = gx[b, c, h]
-                for q in range(W):
-                    dst[q] = src[q]
+                        _scatter_row(_window(padded, oh, i, j, sh, dh, dw, Wp), wv,
+                                     gy[b, c, oh], sw, Wo)
+            _crop_padded(padded, gx[b, c], ph, pw, Wp)
 
 
 @njit(cache=True, nogil=True)
@@ -356,9 +384,8 @@ def _depthwise_backward_weight_kernel(x, gy, gw, kh, kw, sh, sw, ph, pw, dh, dw,
     """gw[b|0, c, i, j] += Σ_{oh, ow} gy[b, c, oh, ow] · x[b, c, oh·sh − ph + i·dh,
     ow·sw − pw + j·dw], examples in order, each sum in (oh, ow) order. ``gw`` is
     [1 or nb, C, kh, kw]: one kernel per example, or one shared kernel summed over the batch."""
-    nb, C, H, W = x.shape
-    Hp, Wp = H + 2 * ph, W + 2 * pw
-    padded = np.zeros(Hp * Wp, dtype=x.dtype)
+    nb, C = x.shape[0], x.shape[1]
+    padded, Wp = _bordered_plane(x, ph, pw)
     per_example = gw.shape[0] > 1
     for b in range(nb):
         wb = b if per_example else 0
@@ -368,14 +395,8 @@ def _depthwise_backward_weight_kernel(x, gy, gw, kh, kw, sh, sw, ph, pw, dh, dw,
                 for j in range(kw):
                     acc = gw[wb, c, i, j]
                     for oh in range(Ho):
-                        v = padded[(oh * sh + i * dh) * Wp + j * dw:]
-                        g = gy[b, c, oh]
-                        if sw == 1:
-                            for ow in range(Wo):
-                                acc += g[ow] * v[ow]
-                        else:
-                            for ow in range(Wo):
-                                acc += g[ow] * v[ow * sw]
+                        acc = _dot_row(acc, gy[b, c, oh],
+                                       _window(padded, oh, i, j, sh, dh, dw, Wp), sw, Wo)
                     gw[wb, c, i, j] = acc
 
 
