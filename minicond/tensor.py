@@ -353,6 +353,53 @@ class Tensor:
     def argmax(self, dim: int | None = None, keepdim: bool = False) -> Tensor:
         return F.argmax(self, dim, keepdim)
 
+    def unsqueeze(self, dim: int) -> Tensor:
+        return F.unsqueeze(self, dim)
+
+    def squeeze(self, dim: Any = None) -> Tensor:
+        return F.squeeze(self, dim)
+
+    def view(self, *shape: Any) -> Tensor:
+        """``reshape``: arrays here are always contiguous, so every view is a reshape."""
+        return F.reshape(self, *shape)
+
+    @property
+    def T(self) -> Tensor:
+        return F.transpose_all(self)
+
+    def clamp(self, min: Any = None, max: Any = None) -> Tensor:  # noqa: A002
+        return F.clamp(self, min, max)
+
+    clip = clamp
+
+    def abs(self) -> Tensor:
+        return F.abs(self)
+
+    def __abs__(self) -> Tensor:
+        return F.abs(self)
+
+    def sqrt(self) -> Tensor:
+        return F.sqrt(self)
+
+    def pow(self, exponent: Any) -> Tensor:
+        """``self ** exponent`` for a real number ``exponent``."""
+        if isinstance(exponent, Tensor):
+            raise TypeError("pow: exponent must be a real number; tensor exponents are not "
+                            "supported (for a positive base, use (exponent * x.log()).exp())")
+        return self ** exponent
+
+    def min(self, dim: Any = None, keepdim: bool = False) -> Any:
+        """The smallest element, or ``(values, indices)`` along ``dim`` (PyTorch's ``min``)."""
+        return F.min(self, dim, keepdim)
+
+    def var(self, dim: Any = None, unbiased: bool | None = None, keepdim: bool = False, *,
+            correction: float | None = None) -> Tensor:
+        return F.var(self, dim, unbiased, keepdim, correction=correction)
+
+    def std(self, dim: Any = None, unbiased: bool | None = None, keepdim: bool = False, *,
+            correction: float | None = None) -> Tensor:
+        return F.std(self, dim, unbiased, keepdim, correction=correction)
+
 
 def tensor(data: Any, dtype: Any = None, requires_grad: bool = False,
            backend: str | ModuleType | None = None) -> Tensor:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 from helpers import compare_with_torch, gradcheck
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import array_shapes, mutually_broadcastable_shapes
 from strategies import fixture_settings
@@ -338,3 +338,124 @@ def test_operators_with_python_scalars_and_numpy_arrays(backend, size_limit, op,
     assert isinstance(y, mc.Tensor), f"{op} with {kind} returned {type(y).__name__}"
     compare_with_torch(lambda t: fn(t, const), lambda t: fn(t, th_const), [x_np], backend,
                        rtol=1e-12, atol=1e-12)
+
+
+# --- shape methods, clamp, abs, sqrt, pow, min, var, std ---------------------------------------
+
+few = settings(fixture_settings, max_examples=12)
+
+
+@few
+@given(seed=seeds, data=st.data())
+def test_unsqueeze_squeeze_view_and_T(backend, size_limit, seed, data):
+    shape = data.draw(shapes(size_limit, min_dims=0, max_dims=3))
+    n = len(shape)
+    a = values(shape, seed)
+    d = data.draw(st.integers(-n - 1, n))
+    check(lambda x: x.unsqueeze(d), lambda x: x.unsqueeze(d), [a], backend)
+    ones = tuple(1 if data.draw(st.booleans()) else s for s in shape)
+    b = values(ones, seed + 1)
+    dim = data.draw(st.none() | st.integers(-max(n, 1), max(n - 1, 0)))
+    check(lambda x: x.squeeze(dim), lambda x: x.squeeze() if dim is None else x.squeeze(dim),
+          [b], backend)
+    check(lambda x: x.view(-1), lambda x: x.view(-1), [a], backend)
+    if n == 2:
+        check(lambda x: x.T, lambda x: x.T, [a], backend)
+
+
+def test_T_on_other_ranks_reverses_axes_and_warns_like_torch():
+    a = values((2, 3, 4), 0)
+    with pytest.warns(UserWarning, match="reverses all its axes"):
+        y = mc.tensor(a).T
+    np.testing.assert_array_equal(y.numpy(), torch.tensor(a).permute(2, 1, 0).numpy())
+
+
+@few
+@given(seed=seeds, data=st.data(), bounds=st.sampled_from(
+    [(-0.5, 0.5), (None, 0.25), (-0.25, None), (0.5, -0.5)]))
+def test_clamp(backend, size_limit, seed, data, bounds):
+    shape = data.draw(shapes(size_limit))
+    lo, hi = bounds
+    # on a grid that hits the bounds exactly: PyTorch (2.x) passes no gradient there
+    on_grid = np.round(values(shape, seed) * 4) / 4
+    compare_with_torch(lambda x: x.clamp(lo, hi), lambda x: x.clamp(lo, hi), [on_grid],
+                       backend, rtol=1e-12, atol=1e-12)
+    # finite differences only away from the kinks
+    off = on_grid + 0.1
+    gradcheck(lambda x: x.clamp(min=lo, max=hi), [off], backend)
+
+
+@few
+@given(seed=seeds, data=st.data())
+def test_abs_sqrt_pow(backend, size_limit, seed, data):
+    shape = data.draw(shapes(size_limit))
+    a = away_from_zero(shape, seed)
+    check(lambda x: x.abs(), torch.abs, [a], backend)
+    check(lambda x: abs(x), torch.abs, [a], backend)
+    check(lambda x: x.sqrt(), torch.sqrt, [np.abs(a)], backend)
+    check(lambda x: x.pow(3), lambda x: x.pow(3), [a], backend)
+
+
+def test_abs_gradient_at_zero_is_zero_like_torch(backend):
+    compare_with_torch(lambda x: x.abs(), torch.abs, [np.array([-1.0, 0.0, 0.0, 2.0])],
+                       backend)
+
+
+@few
+@given(keepdim=st.booleans(), seed=seeds, data=st.data())
+def test_min(backend, size_limit, keepdim, seed, data):
+    shape = data.draw(shapes(size_limit))
+    dim = data.draw(st.integers(-len(shape), len(shape) - 1))
+    a = distinct(shape, seed)
+    check(lambda x: x.min(), torch.min, [a], backend)
+    check(lambda x: x.min(dim, keepdim=keepdim).values,
+          lambda x: x.min(dim, keepdim=keepdim).values, [a], backend)
+    # ties: the values' gradient goes to the returned index only; the full min shares it
+    tied = np.random.default_rng(seed).integers(-1, 2, size=shape).astype(np.float64)
+    compare_with_torch(lambda x: x.min(dim, keepdim).values,
+                       lambda x: x.min(dim, keepdim).values, [tied], backend)
+    compare_with_torch(lambda x: x.min(), torch.min, [tied], backend)
+    got = mc.tensor(tied, backend=backend).min(dim, keepdim)
+    want = torch.tensor(tied).min(dim, keepdim)
+    assert got.indices.dtype == np.int64 and not got.indices.requires_grad
+    np.testing.assert_array_equal(got.indices.numpy(), want.indices.numpy())
+
+
+@few
+@given(keepdim=st.booleans(), seed=seeds, data=st.data(), fn=st.sampled_from(["var", "std"]),
+       how=st.sampled_from(["default", "unbiased", "biased", "correction"]))
+def test_var_std(backend, size_limit, keepdim, seed, data, fn, how):
+    shape = data.draw(shapes(size_limit))
+    dim = data.draw(reduction_dims(len(shape)))
+    axes = torch_dim(dim, len(shape))
+    n = int(np.prod([shape[d] for d in ((axes,) if isinstance(axes, int) else axes)]))
+    kwargs = {"default": {}, "unbiased": {"unbiased": True}, "biased": {"unbiased": False},
+              "correction": {"correction": data.draw(st.sampled_from([0, 1, 2]))}}[how]
+    if n <= kwargs.get("correction", 1 if kwargs.get("unbiased", True) else 0):
+        kwargs = {"unbiased": False}  # n − c ≤ 0 is NaN/inf in both; tested below
+    check(lambda x: getattr(x, fn)(dim, keepdim=keepdim, **kwargs),
+          lambda x: getattr(torch, fn)(x, dim=torch_dim(dim, len(shape)), keepdim=keepdim,
+                                       **kwargs), [values(shape, seed)], backend)
+
+
+def test_std_gradient_of_a_constant_slice_is_zero_like_torch(backend):
+    a = np.array([[2.0, 2.0, 2.0], [1.0, 2.0, 4.0]])
+    compare_with_torch(lambda x: x.std(1), lambda x: x.std(1), [a], backend)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        assert np.isnan(mc.tensor([1.0], backend=backend).var().item())
+
+
+@pytest.mark.parametrize("call, exc, pattern", [
+    (lambda x: x.clamp(), ValueError, "clamp: at least one of min and max"),
+    (lambda x: x.clamp(min="a"), TypeError, "clamp: min='a'"),
+    (lambda x: x.unsqueeze(3), ValueError, "unsqueeze: dim=3"),
+    (lambda x: x.squeeze(1.5), TypeError, "squeeze: dim=1.5"),
+    (lambda x: x.min(2), ValueError, "min: dim=2"),
+    (lambda x: x.var(0, unbiased=True, correction=1), ValueError, "var: give unbiased"),
+    (lambda x: x.std(correction=-1), ValueError, "std: correction=-1"),
+    (lambda x: x.var(unbiased="yes"), TypeError, "var: unbiased='yes'"),
+    (lambda x: x.pow(x), TypeError, "pow: exponent"),
+])
+def test_bad_arguments_name_the_argument(call, exc, pattern):
+    with pytest.raises(exc, match=pattern):
+        call(mc.tensor(np.ones((2, 3)), backend="numpy"))

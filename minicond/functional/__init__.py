@@ -69,6 +69,25 @@ from .loss import (
     mse_loss,
     nll_loss,
 )
+from .math_ops import (
+    Abs,
+    Amin,
+    Clamp,
+    MinAlongDim,
+    MinResult,
+    Sqrt,
+    Std,
+    Var,
+    abs,
+    clamp,
+    min,
+    sqrt,
+    squeeze,
+    std,
+    transpose_all,
+    unsqueeze,
+    var,
+)
 from .normalization import BatchNorm, batch_norm
 from .pad import PAD_MODES, Pad, pad
 from .pooling import AvgPool2d, MaxPool2d, adaptive_avg_pool2d, avg_pool2d, max_pool2d
@@ -87,5 +106,7 @@ __all__ = [
     "BCEWithLogits", "GELU", "Hardswish", "L1Loss", "LeakyReLU", "Maximum", "Minimum",
     "NLLLoss", "Softplus", "Tanh", "binary_cross_entropy_with_logits", "gelu", "hardswish",
     "l1_loss", "leaky_relu", "maximum", "minimum", "nll_loss", "one_hot", "softplus", "tanh",
+    "Abs", "Amin", "Clamp", "MinAlongDim", "MinResult", "Sqrt", "Std", "Var", "abs", "clamp",
+    "min", "sqrt", "squeeze", "std", "transpose_all", "unsqueeze", "var",
     "Index", "Where", "argmax", "compare", "eq", "ge", "gt", "index", "le", "lt", "ne", "where",
 ]
