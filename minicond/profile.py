@@ -10,6 +10,10 @@ every layer called, counts from the shapes it actually saw:
                  by the Router when that runs (once per block when a block shares it)
     Router       global average pool Cin·H·W, plus the routing layer Cin·E
     Linear       in·out per row
+    SqueezeExcite  its global average pool C·H·W (the 1×1 convs count as Conv2d layers)
+    CondConvInvertedResidual, CondConvBlock
+                 the routing pool Cin·H·W (routing_fn counts as a Linear, the convs as
+                 CondConv2d layers)
     BatchNorm2d  one multiply-add per element (x·scale + shift, as folded for inference)
     pooling      one operation per window element read: C·Ho·Wo·kh·kw; global pooling C·H·W
 
@@ -108,6 +112,10 @@ def _rule_elementwise(module: Any, x: Tensor, y: Tensor) -> int:
     return math.prod(y.shape[1:])
 
 
+def _rule_input_pool(module: Any, x: Tensor, y: Tensor) -> int:
+    return math.prod(x.shape[1:])
+
+
 def _rule_window_pool(module: Any, x: Tensor, y: Tensor) -> int:
     kh, kw = _pair(module.kernel_size)
     return math.prod(y.shape[1:]) * kh * kw
@@ -126,7 +134,8 @@ def _rules() -> dict[type, tuple[str, Rule]]:
         "Conv2d": _rule_conv2d, "CondConv2d": _rule_cond_conv2d, "Router": _rule_router,
         "Linear": _rule_linear, "BatchNorm2d": _rule_elementwise,
         "MaxPool2d": _rule_window_pool, "AvgPool2d": _rule_window_pool,
-        "AdaptiveAvgPool2d": _rule_global_pool,
+        "AdaptiveAvgPool2d": _rule_global_pool, "SqueezeExcite": _rule_input_pool,
+        "CondConvInvertedResidual": _rule_input_pool, "CondConvBlock": _rule_input_pool,
     }
     return {getattr(nn, name): (name, rule) for name, rule in named.items()
             if isinstance(getattr(nn, name, None), type)}

@@ -276,14 +276,12 @@ def test_sequential_named_children_and_flatten_ranges():
 def _torch_mbconv(block: mc.nn.MBConvBlock) -> torch.nn.Module:
     """The same block written with torch.nn, holding copies of the block's parameters."""
     mid, k = block.mid_channels, block.kernel_size
-    layers = []
-    if block.expand_conv is not None:
-        layers += [torch.nn.Conv2d(block.in_channels, mid, 1, bias=False),
-                   torch.nn.BatchNorm2d(mid), torch.nn.SiLU()]
-    layers += [torch.nn.Conv2d(mid, mid, k, block.stride, k // 2, groups=mid, bias=False),
-               torch.nn.BatchNorm2d(mid), torch.nn.SiLU(),
-               torch.nn.Conv2d(mid, block.out_channels, 1, bias=False),
-               torch.nn.BatchNorm2d(block.out_channels)]
+    layers = [torch.nn.Conv2d(block.in_channels, mid, 1, bias=False),
+              torch.nn.BatchNorm2d(mid), torch.nn.SiLU(),
+              torch.nn.Conv2d(mid, mid, k, block.stride, k // 2, groups=mid, bias=False),
+              torch.nn.BatchNorm2d(mid), torch.nn.SiLU(),
+              torch.nn.Conv2d(mid, block.out_channels, 1, bias=False),
+              torch.nn.BatchNorm2d(block.out_channels)]
     body = torch.nn.Sequential(*layers).double()
     ours = [p for _, p in block.named_parameters()]
     for p, q in zip(ours, body.parameters(), strict=True):
@@ -312,14 +310,14 @@ def test_condconv_block_routes_once_and_shares(monkeypatch):
     backend = "numpy"
     block = mc.nn.CondConvBlock(3, 3, 3, 1, 2, num_experts=4, backend=backend)
     names = [n for n, _ in block.named_parameters()]
-    assert [n for n in names if "routing" in n] == ["routing.fc.weight", "routing.fc.bias"]
-    assert block.expand_conv.weight.shape == (4, 6, 3, 1, 1)
-    assert block.depthwise_conv.weight.shape == (4, 6, 1, 3, 3)
+    assert [n for n in names if "routing" in n] == ["routing_fn.weight", "routing_fn.bias"]
+    assert block.conv_pw.weight.shape == (4, 6, 3, 1, 1)
+    assert block.conv_dw.weight.shape == (4, 6, 1, 3, 3)
     router_calls, seen = [], []
-    route = block.routing.forward
-    monkeypatch.setattr(block.routing, "forward",
+    route = block.routing_weights
+    monkeypatch.setattr(block, "routing_weights",
                         lambda x: router_calls.append(x) or route(x))
-    for conv in (block.expand_conv, block.depthwise_conv, block.project_conv):
+    for conv in (block.conv_pw, block.conv_dw, block.conv_pwl):
         original = conv.forward
         monkeypatch.setattr(conv, "forward", lambda x, routing_weights=None, f=original:
                             seen.append(routing_weights) or f(x, routing_weights))
@@ -337,11 +335,11 @@ def test_condconv_block_with_saturated_single_expert_is_its_static_twin(backend)
     cond = mc.nn.CondConvBlock(3, 3, 3, 1, 2, num_experts=1, dropout_rate=0.0,
                                dtype="float64", backend=backend)
     static = mc.nn.MBConvBlock(3, 3, 3, 1, 2, dtype="float64", backend=backend)
-    state = {k: v[0] if k.endswith("conv.weight") else v
+    state = {k: v[0] if k.startswith("conv_") else v
              for k, v in cond.state_dict().items() if not k.startswith("routing")}
     static.load_state_dict(state)
-    cond.routing.fc.weight.data = cond.routing.fc.weight.backend.full((1, 3), 0.0, "float64")
-    cond.routing.fc.bias.data = cond.routing.fc.bias.backend.full((1,), 40.0, "float64")
+    cond.routing_fn.weight.data = cond.routing_fn.weight.backend.full((1, 3), 0.0, "float64")
+    cond.routing_fn.bias.data = cond.routing_fn.bias.backend.full((1,), 40.0, "float64")
     (x,) = normal(17, (2, 3, 4, 4))
     outs = []
     for block in (cond, static):

@@ -119,6 +119,7 @@ def test_condconv_block_counts_one_router_and_three_mixed_convolutions():
     batchnorms = 8 * 64 + 8 * 16 + 6 * 16
     assert plain.total == expand + depthwise + project + batchnorms
     mixing = 3 * (8 * 4 + 8 * 9 + 6 * 8)    # E × (kernel sizes of the three layers)
-    router = 4 * 64 + 4 * 3
+    router = 4 * 64 + 4 * 3                 # the block's routing pool, routing_fn
     assert cond.total == plain.total + mixing + router
-    assert [x.kind for x in cond.layers].count("Router") == 1
+    assert [(x.kind, x.macs) for x in cond.layers if x.kind in ("Linear", "CondConvBlock")] == [
+        ("Linear", 4 * 3), ("CondConvBlock", 4 * 64)]

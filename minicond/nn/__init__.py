@@ -1,7 +1,8 @@
 """Layers with parameters (``torch.nn``-like): Module, Parameter, Linear, Conv2d, Dropout,
 Router and CondConv2d; activations, pooling, BatchNorm2d, containers (Sequential, ModuleList,
-ModuleDict), Flatten, Identity, loss modules, and the MBConv blocks (CondConvBlock with one
-shared router, MBConvBlock its static twin).
+ModuleDict), Flatten, Identity, loss modules, SqueezeExcite, DropPath and EfficientNet's blocks
+(DepthwiseSeparable, InvertedResidual, CondConvInvertedResidual with one shared router;
+CondConvBlock and MBConvBlock configure the last two for the toy networks).
 
 Layer: above ``functional``.
 """
@@ -21,17 +22,21 @@ from .activation import (
     Tanh,
 )
 from .batchnorm import BatchNorm2d
-from .blocks import CondConvBlock, MBConvBlock
+from .blocks import (CondConvBlock, CondConvInvertedResidual, DepthwiseSeparable,
+                     InvertedResidual, MBConvBlock)
 from .condconv import CondConv2d, Router
 from .container import Flatten, ModuleDict, ModuleList, Sequential
+from .drop_path import DropPath
 from .layers import Conv2d, Dropout, Linear
 from .loss import BCEWithLogitsLoss, CrossEntropyLoss, L1Loss, MSELoss, NLLLoss
 from .module import Module, Parameter
 from .pooling import AdaptiveAvgPool2d, AvgPool2d, MaxPool2d
+from .squeeze_excite import SqueezeExcite
 
 __all__ = ["CondConv2d", "Conv2d", "Dropout", "Linear", "Module", "Parameter", "Router", "init",
            "AdaptiveAvgPool2d", "AvgPool2d", "BatchNorm2d", "CondConvBlock", "Flatten",
            "MBConvBlock", "MaxPool2d", "ReLU", "Sequential", "SiLU", "Sigmoid",
            "BCEWithLogitsLoss", "CrossEntropyLoss", "GELU", "Hardswish", "Identity", "L1Loss",
            "LeakyReLU", "LogSoftmax", "MSELoss", "ModuleDict", "ModuleList", "NLLLoss",
-           "Softmax", "Softplus", "Tanh"]
+           "Softmax", "Softplus", "Tanh", "CondConvInvertedResidual", "DepthwiseSeparable",
+           "DropPath", "InvertedResidual", "SqueezeExcite"]

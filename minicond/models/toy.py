@@ -10,19 +10,25 @@ Layer: above ``nn``. Both networks have the same layout and the same activation 
 
 In ``"condconv"`` the blocks are ``nn.CondConvBlock`` (three CondConv2d layers sharing one
 router per block, as in the paper's EfficientNet models); in ``"static"`` they are
-``nn.MBConvBlock``. The CondConv network holds about E times the block weights for a few
-percent more multiply-adds.
+``nn.MBConvBlock``. Both are the inverted residuals the EfficientNets use, so the state-dict
+keys are timm's (``blocks.0.conv_pw.weight``, ``blocks.0.routing_fn.weight``, …). The CondConv
+network holds about E times the block weights for a few percent more multiply-adds. In the
+registry the two are ``toy_condconv`` and ``toy_static``.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from . import nn
-from ._validate import check_choice, check_int
-from .tensor import Tensor
+from .. import nn
+from .._validate import check_choice, check_int
+from ..tensor import Tensor
 
 MODELS: tuple[str, ...] = ("condconv", "static")
+
+# Block module names before the blocks took timm's names; a state dict holding them was
+# written by an earlier minicond and cannot be mapped safely (bn1 changed meaning).
+_OLD_BLOCK_NAMES = (".expand_conv.", ".depthwise_conv.", ".project_conv.", ".routing.fc.")
 
 
 class ToyNet(nn.Module):
@@ -54,8 +60,20 @@ class ToyNet(nn.Module):
         self.flatten = nn.Flatten()
         self.classifier = nn.Linear(w2, num_classes, **opts)
 
+    pretrained_cfg: dict[str, Any] | None = None  # trained here, on inputs of any size
+
     def forward(self, x: Tensor) -> Tensor:
         return self.classifier(self.flatten(self.pool(self.blocks(self.stem(x)))))
+
+    def load_state_dict(self, state_dict: dict[str, Any], strict: bool = True) -> None:
+        old = sorted(k for k in state_dict if any(n in k for n in _OLD_BLOCK_NAMES))
+        if old:
+            raise ValueError(
+                f"ToyNet.load_state_dict: key {old[0]!r} uses the block names of an earlier "
+                "minicond (expand_conv/depthwise_conv/project_conv/routing.fc); the blocks now "
+                "use timm's names (conv_pw/conv_dw/conv_pwl/routing_fn) and such a checkpoint "
+                "cannot be loaded: train the model again")
+        super().load_state_dict(state_dict, strict)
 
     def extra_repr(self) -> str:
         return f"kind={self.kind!r}" + (f", experts={self.experts}"
