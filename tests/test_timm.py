@@ -10,15 +10,17 @@ more threads make its float64 grouped convolutions many times slower).
 
 from __future__ import annotations
 
-import copy
-
 import numpy as np
 import pytest
-from conftest import require_backend
 
 import minicond as mc
-from minicond.interop import (load_safetensors, load_torch_state_dict, save_safetensors,
-                              to_torch_state_dict)
+from conftest import require_backend
+from minicond.interop import (
+    load_safetensors,
+    load_torch_state_dict,
+    save_safetensors,
+    to_torch_state_dict,
+)
 
 timm = pytest.importorskip("timm", reason="timm is not installed (the test extra has it)")
 torch = pytest.importorskip("torch", reason="PyTorch is not installed (the test extra has it)")
@@ -248,9 +250,10 @@ def test_timm_to_minicond_to_timm_is_exact(pair):
     back = timm.create_model("tf_efficientnet_cc_b0_8e", pretrained=False).double().eval()
     back.load_state_dict({k: torch.from_numpy(v) for k, v in to_torch_state_dict(model).items()},
                          strict=True)
+    returned = back.state_dict()
     for key, value in tm.state_dict().items():
-        assert torch.equal(back.state_dict()[key], value), key
-    assert back.state_dict()["bn1.num_batches_tracked"].dtype == torch.int64
+        assert torch.equal(returned[key], value), key
+    assert returned["bn1.num_batches_tracked"].dtype == torch.int64
 
 
 def test_minicond_weights_give_timm_the_same_logits():
@@ -279,8 +282,9 @@ def test_safetensors_round_trip_and_timm_written_file(pair, tmp_path):
     path = save_safetensors(model, tmp_path / "model.safetensors")
     again = mc.models.create_model(name, dtype="float64", backend="numpy").eval()
     load_safetensors(again, path)
+    loaded = again.state_dict()
     for key, value in model.state_dict().items():
-        np.testing.assert_array_equal(again.state_dict()[key], value, err_msg=key)
+        np.testing.assert_array_equal(loaded[key], value, err_msg=key)
     # A file as timm's tooling writes it (safetensors.torch from the model's state dict).
     theirs = tmp_path / "timm.safetensors"
     save_file({k: v.contiguous() for k, v in tm.state_dict().items()}, str(theirs))

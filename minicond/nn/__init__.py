@@ -22,8 +22,13 @@ from .activation import (
     Tanh,
 )
 from .batchnorm import BatchNorm2d
-from .blocks import (CondConvBlock, CondConvInvertedResidual, DepthwiseSeparable,
-                     InvertedResidual, MBConvBlock)
+from .blocks import (
+    CondConvBlock,
+    CondConvInvertedResidual,
+    DepthwiseSeparable,
+    InvertedResidual,
+    MBConvBlock,
+)
 from .condconv import CondConv2d, Router
 from .container import Flatten, ModuleDict, ModuleList, Sequential
 from .drop_path import DropPath
