@@ -10,7 +10,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import minicond as mc
-from minicond.interop import load_torch_state_dict
+from minicond.interop import (load_safetensors, load_torch_state_dict, save_safetensors,
+                              to_torch_state_dict)
 from minicond.nn import CondConv2d, Conv2d, Linear
 
 
@@ -173,3 +174,76 @@ def test_non_numeric_values_are_a_type_error_naming_the_key():
     with pytest.raises(TypeError, match="'bias'"):
         load_torch_state_dict(Linear(1, 2), {"weight": np.zeros((2, 1)),
                                              "bias": np.array(["a", "b"])})
+
+
+# --- timm's flat CondConv layout, the seed layout out, safetensors ------------------------------
+
+def test_flat_condconv_weight_loads_and_goes_back_out():
+    mine = CondConv2d(4, 6, 3, groups=2, num_experts=3, bias=False).double()
+    flat = np.random.default_rng(0).standard_normal((3, 6 * 2 * 3 * 3))
+    state = {"weight": flat, "routing.fc.weight": np.zeros((3, 4)),
+             "routing.fc.bias": np.zeros(3)}
+    load_torch_state_dict(mine, state)
+    np.testing.assert_array_equal(mine.weight.numpy(), flat.reshape(3, 6, 2, 3, 3))
+    out = to_torch_state_dict(mine, layout="timm")
+    np.testing.assert_array_equal(out["weight"], flat)
+    seed = to_torch_state_dict(mine, layout="seed")
+    assert set(seed) == {"weight", "_routing_fn.fc.weight", "_routing_fn.fc.bias"}
+    assert seed["weight"].shape == (3, 6, 2, 3, 3)
+
+
+def test_seed_layout_loads_into_the_seed_module():
+    th = SeedNamedCondConv(4, 6, 3, 3, padding=1)
+    mine = CondConv2d(4, 6, 3, padding=1, num_experts=3)
+    th.load_state_dict({k: torch.from_numpy(v)
+                        for k, v in to_torch_state_dict(mine, layout="seed").items()})
+    np.testing.assert_array_equal(th._routing_fn.fc.weight.detach().numpy(),
+                                  mine.routing.fc.weight.numpy())
+
+
+def test_flat_weight_of_the_wrong_size_names_the_key():
+    mine = CondConv2d(4, 6, 3, num_experts=3)
+    state = dict(mine.state_dict(), weight=np.zeros((3, 7)))
+    with pytest.raises(ValueError, match=r"'weight' has shape \(3, 7\).*\(3, 216\)"):
+        load_torch_state_dict(mine, state)
+
+
+def test_num_batches_tracked_goes_out_as_int64():
+    bn = mc.nn.BatchNorm2d(3)
+    out = to_torch_state_dict(bn)
+    assert out["num_batches_tracked"].dtype == np.int64 and out["num_batches_tracked"].shape == ()
+
+
+@pytest.mark.parametrize("call,error,match", [
+    (lambda: to_torch_state_dict(Linear(2, 2), layout="tf"), ValueError, "layout='tf'"),
+    (lambda: to_torch_state_dict({"weight": 1}), TypeError, "must be a minicond Module"),
+])
+def test_to_torch_state_dict_errors(call, error, match):
+    with pytest.raises(error, match=match):
+        call()
+
+
+def test_safetensors_round_trip_is_atomic_and_exact(tmp_path):
+    pytest.importorskip("safetensors", reason="safetensors is not installed")
+    mine = CondConv2d(3, 4, 3, num_experts=2, expert_bias=True).double()
+    path = tmp_path / "w.safetensors"
+    save_safetensors(mine, path)
+    assert [p.name for p in tmp_path.iterdir()] == ["w.safetensors"]  # no temporary left
+    other = CondConv2d(3, 4, 3, num_experts=2, expert_bias=True).double()
+    load_safetensors(other, path)
+    for key, value in mine.state_dict().items():
+        np.testing.assert_array_equal(other.state_dict()[key], value)
+
+
+def test_bad_safetensors_files_are_named(tmp_path):
+    pytest.importorskip("safetensors", reason="safetensors is not installed")
+    with pytest.raises(FileNotFoundError, match="missing.safetensors"):
+        load_safetensors(Linear(2, 2), tmp_path / "missing.safetensors")
+    junk = tmp_path / "junk.safetensors"
+    junk.write_bytes(b"not a safetensors file")
+    with pytest.raises(ValueError, match="junk.safetensors.*not a readable safetensors"):
+        load_safetensors(Linear(2, 2), junk)
+    other = tmp_path / "other.safetensors"
+    save_safetensors(Linear(3, 2), other)
+    with pytest.raises(ValueError, match="other.safetensors.*does not fit.*'weight'"):
+        load_safetensors(Linear(2, 2), other)

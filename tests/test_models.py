@@ -156,3 +156,22 @@ def test_condconv_inverted_residual_gradchecks():
                                            se_channels=1, dtype="float64", backend="numpy")
     x = np.random.default_rng(3).standard_normal((2, 2, 3, 3))
     gradcheck(block, [x], rtol=1e-5, atol=1e-6)
+
+
+# --- costs against the paper -------------------------------------------------------------------
+
+@pytest.mark.parametrize("name,macs,params", [
+    ("efficientnet_b0", 391e6, 5.3e6),
+    ("efficientnet_cc_b0_4e", 402e6, 13.3e6),
+    ("efficientnet_cc_b0_8e", 413e6, 24.0e6),
+    ("efficientnet_cc_b1_8e", 614e6, 39.7e6),   # the paper's "B0-depth", 8 experts
+])
+def test_multiply_adds_and_parameters_match_the_papers_table(name, macs, params):
+    """The TensorFlow CondConv README's table, at 224×224: within 2% (the counts include
+    BatchNorm and the average pools, not activations, gates or residual additions)."""
+    from minicond.profile import count_macs
+
+    model = create_model(name, backend="numpy")
+    total = count_macs(model, (3, 224, 224)).total
+    assert abs(total - macs) <= 0.02 * macs, f"{total / 1e6:.1f}M MACs"
+    assert abs(model.num_parameters() - params) <= 0.005 * params
