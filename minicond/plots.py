@@ -16,29 +16,33 @@ import numpy as np
 from ._files import write_atomic
 from .autograd import no_grad
 from .data import Dataset
-from .nn import Module, Router
+from .nn import CondConvInvertedResidual, Module, Router
 from .tensor import tensor
 
 
 def routing_by_class(model: Module, images: np.ndarray, labels: np.ndarray, num_classes: int,
                      backend: str, batch_size: int = 256) -> dict[str, np.ndarray]:
-    """Mean routing weights per class, ``{router name: [num_classes, E]}``, for every Router
-    of ``model`` (one per CondConv block, or one per CondConv2d that routes itself), in eval
-    mode."""
-    routers = [(name, m) for name, m in model.named_modules() if isinstance(m, Router)]
-    sums = {name: None for name, _ in routers}
+    """Mean routing weights per class, ``{router name: [num_classes, E]}``, for every router
+    of ``model`` (a CondConv block's ``routing_fn``, or the Router of a CondConv2d that routes
+    itself), in eval mode."""
+    # (module, the method that returns its routing weights) under the router's name
+    routers = [(name, m, "forward") for name, m in model.named_modules()
+               if isinstance(m, Router)]
+    routers += [(f"{name}.routing_fn", m, "routing_weights") for name, m in model.named_modules()
+                if isinstance(m, CondConvInvertedResidual)]
+    sums = {name: None for name, _, _ in routers}
     captured: dict[str, np.ndarray] = {}
     originals = {}
-    for name, router in routers:
-        original = router.forward
+    for name, router, method in routers:
+        original = getattr(router, method)
 
         def capture(x: Any, _name: str = name, _original: Any = original) -> Any:
             r = _original(x)
             captured[_name] = r.numpy()
             return r
 
-        originals[name] = router
-        object.__setattr__(router, "forward", capture)
+        originals[name] = (router, method)
+        object.__setattr__(router, method, capture)
     was_training = model.training
     model.eval()
     counts = np.bincount(labels, minlength=num_classes).astype(np.float64)
@@ -51,8 +55,8 @@ def routing_by_class(model: Module, images: np.ndarray, labels: np.ndarray, num_
                     part = onehot.T @ captured[name].astype(np.float64)          # [K, E]
                     sums[name] = part if sums[name] is None else sums[name] + part
     finally:
-        for router in originals.values():
-            del router.__dict__["forward"]
+        for router, method in originals.values():
+            del router.__dict__[method]
         model.train(was_training)
     return {name: s / np.maximum(counts, 1.0)[:, None] for name, s in sums.items()}
 

@@ -10,8 +10,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import minicond as mc
-from minicond.interop import (load_safetensors, load_torch_state_dict, save_safetensors,
-                              to_torch_state_dict)
+from minicond.interop import (
+    load_safetensors,
+    load_torch_state_dict,
+    save_safetensors,
+    to_torch_state_dict,
+)
 from minicond.nn import CondConv2d, Conv2d, Linear
 
 

@@ -182,9 +182,9 @@ def test_plots_and_routing_summary(tmp_path):
     run = tmp_path / "run"
     assert (run / "curves.png").stat().st_size > 0 and (run / "routing.png").stat().st_size > 0
     routing = json.loads((run / "routing.json").read_text())
-    assert sorted(routing["routers"]) == ["blocks.0.routing", "blocks.1.routing",
-                                          "blocks.2.routing"]
-    weights = np.array(routing["routers"]["blocks.0.routing"])
+    assert sorted(routing["routers"]) == ["blocks.0.routing_fn", "blocks.1.routing_fn",
+                                          "blocks.2.routing_fn"]
+    weights = np.array(routing["routers"]["blocks.0.routing_fn"])
     assert weights.shape == (6, 3) and ((weights > 0) & (weights < 1)).all()
     assert any(m.startswith("plots: ") and "curves.png" in m for m in messages)
 
