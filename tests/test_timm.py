@@ -78,17 +78,24 @@ def minicond_like(tm, name: str, dtype: str = "float64", backend: str = "numpy",
     return model
 
 
+# Models that several tests use stay built for the whole module; the others are built for
+# their one test and dropped (ten float64 pairs at once would hold ~5 GB).
+SHARED = {"efficientnet_cc_b0_4e", "efficientnet_cc_b0_8e", "tf_efficientnet_cc_b0_4e",
+          "tf_efficientnet_cc_b0_8e", "tf_efficientnet_b0"}
 _PAIRS: dict[str, tuple] = {}
 
 
 @pytest.fixture(scope="module")
 def pair():
-    """name -> (timm model, minicond model with its weights), built once per module."""
+    """name -> (timm model, minicond model with its weights)."""
     def get(name: str):
-        if name not in _PAIRS:
-            tm = timm_model(name)
-            _PAIRS[name] = (tm, minicond_like(tm, name))
-        return _PAIRS[name]
+        if name in _PAIRS:
+            return _PAIRS[name]
+        tm = timm_model(name)
+        built = (tm, minicond_like(tm, name))
+        if name in SHARED:
+            _PAIRS[name] = built
+        return built
     yield get
     _PAIRS.clear()
 
@@ -117,7 +124,9 @@ def assert_logits_close(y: np.ndarray, y_timm: np.ndarray, rtol: float = RTOL) -
 # --- architecture and logits ---------------------------------------------------------------
 
 @pytest.mark.parametrize("name", NAMES)
-def test_state_dict_keys_and_shapes_are_timms(pair, name):
+def test_architecture_and_float64_logits_equal_timms(pair, name):
+    """timm's keys, shapes, parameter count and preprocessing; then the logits at two input
+    sizes, batch 3 and batch 1."""
     tm, model = pair(name)
     theirs = {k: tuple(v.shape) for k, v in tm.state_dict().items()}
     ours = {k: v.shape for k, v in to_torch_state_dict(model).items()}
@@ -125,11 +134,6 @@ def test_state_dict_keys_and_shapes_are_timms(pair, name):
     assert model.num_parameters() == sum(p.numel() for p in tm.parameters())
     for key in ("input_size", "crop_pct", "interpolation", "mean", "std"):
         assert model.pretrained_cfg[key] == tm.pretrained_cfg[key], key
-
-
-@pytest.mark.parametrize("name", NAMES)
-def test_float64_logits_equal_timms(pair, name):
-    tm, model = pair(name)
     for shape in INPUTS[name]:
         x = images(shape, seed=shape[2])
         assert_logits_close(logits(model, x), timm_logits(tm, x))
