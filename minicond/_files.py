@@ -2,7 +2,7 @@
 
 Layer: a utility beside the public API (docs/architecture.md); used by ``checkpoint`` (and
 so ``mc.save`` and training runs), ``plots``, ``explain`` (Markdown pages) and ``viz`` (DOT
-files).
+files) and ``interop`` (safetensors files).
 """
 
 from __future__ import annotations

@@ -18,12 +18,12 @@ weights) or ``"seed"`` (5-D weights, ``_routing_fn.fc.*``).
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ._files import write_atomic
 from .nn.condconv import CondConv2d
 from .nn.module import Module
 
@@ -163,14 +163,4 @@ def save_safetensors(module: Module, path: str | os.PathLike, layout: str = "tim
     data = save(to_torch_state_dict(module, layout), metadata={"format": "pt"})
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return write_atomic(path, data)
