@@ -1,7 +1,7 @@
 """Writing a file so that a reader never sees it half-written, even after a crash.
 
 Layer: a utility beside the public API (docs/architecture.md); used by ``checkpoint`` (and
-so ``mc.save`` and training runs), ``plots``, ``explain`` (Markdown pages) and ``viz`` (DOT
+so ``mc.save`` and training runs), ``plots``, ``explain`` (Markdown pages), ``viz`` (DOT
 files) and ``interop`` (safetensors files).
 """
 

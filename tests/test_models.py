@@ -175,3 +175,32 @@ def test_multiply_adds_and_parameters_match_the_papers_table(name, macs, params)
     total = count_macs(model, (3, 224, 224)).total
     assert abs(total - macs) <= 0.02 * macs, f"{total / 1e6:.1f}M MACs"
     assert abs(model.num_parameters() - params) <= 0.005 * params
+
+
+def test_models_and_weights_work_without_torch_or_timm(tmp_path):
+    """Every minicond module imports, a model is built and runs, and its weights go out to a
+    safetensors file and back, in a process where importing torch or timm fails."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = f"""
+import pkgutil, sys
+import numpy as np
+sys.modules["torch"] = None; sys.modules["timm"] = None   # any import of them now fails
+import minicond as mc
+for info in pkgutil.walk_packages(mc.__path__, "minicond."):
+    if info.name not in ("minicond.__main__", "minicond.backends.numba_cuda"):
+        __import__(info.name)
+model = mc.models.create_model("tf_efficientnet_cc_b0_4e", num_classes=3, backend="numpy")
+y = model.eval()(mc.tensor(np.zeros((1, 3, 33, 33), np.float32), backend="numpy"))
+path = mc.interop.save_safetensors(model, {str(tmp_path / "w.safetensors")!r})
+mc.interop.load_safetensors(model, path)
+assert y.shape == (1, 3) and not any(m in sys.modules and sys.modules[m] is not None
+                                     for m in ("torch", "timm"))
+print("ok")
+"""
+    root = Path(__file__).resolve().parent.parent
+    done = subprocess.run([sys.executable, "-c", script], cwd=root, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0 and done.stdout.strip().endswith("ok"), done.stderr[-2000:]
