@@ -1,4 +1,4 @@
-"""The ``minicond`` command: ``train``, ``compare`` and ``explain``.
+"""The ``minicond`` command: ``train``, ``compare``, ``explain`` and ``predict``.
 
 Layer: top. Parses arguments with argparse (a bad argument exits with status 2 and a message
 naming it), builds a :class:`~minicond.train.TrainConfig` and hands it to ``train.py``.
@@ -32,7 +32,7 @@ EXIT_STOPPED = 1          # the command ran and stopped on a failure (non-finite
 EXIT_BAD_INPUT = 2        # bad arguments, unreadable or unwritable files
 EXIT_INTERRUPTED = 130    # Ctrl-C (128 + SIGINT, as shells report it)
 # Subcommands that live in their own module and add themselves with ``register(subparsers)``.
-OPTIONAL_COMMANDS = ("explain",)
+OPTIONAL_COMMANDS = ("explain", "predict")
 
 
 def _defaults() -> Any:

@@ -3,6 +3,8 @@ and the ``minicond predict`` command."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -102,3 +104,92 @@ def test_imagenet_classes_match_timm():
     info = timm_data.ImageNetInfo()
     assert [s for s, _ in classes] == [info.index_to_label_name(i) for i in range(1000)]
     assert [n for _, n in classes] == [info.index_to_description(i) for i in range(1000)]
+
+
+# --- minicond predict ---------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def toy_checkpoint(tmp_path_factory):
+    """A tiny CondConv run of one epoch: its best.ckpt."""
+    from minicond.train import TrainConfig, train
+
+    out = tmp_path_factory.mktemp("run")
+    train(TrainConfig(model="condconv", experts=3, width=4, epochs=1, batch_size=32,
+                      train_size=64, test_size=16, image_size=12, backend="numpy", out=str(out),
+                      plots=False, progress=False))
+    return out / "best.ckpt"
+
+
+def _predict(capsys, *argv):
+    from minicond.cli import main
+
+    status = main(["predict", *map(str, argv)])
+    captured = capsys.readouterr()
+    return status, captured.out, captured.err
+
+
+def test_predict_checkpoint_text_and_json(capsys, images, toy_checkpoint):
+    from minicond.data import SHAPE_CLASSES
+
+    paths = [images[k] for k in ("rgb_png", "jpeg", "grey", "alpha", "palette")]
+    status, out, err = _predict(capsys, "--checkpoint", toy_checkpoint, "--topk", 3,
+                                "--backend", "numpy", *paths)
+    assert status == 0, err
+    assert "random weights" not in err
+    for p in paths:
+        assert str(p) in out
+    assert out.count("routing weights per CondConv block") == len(paths)
+
+    status, out, err = _predict(capsys, "--checkpoint", toy_checkpoint, "--topk", 3,
+                                "--backend", "numpy", "--json", *paths)
+    assert status == 0, err
+    report = json.loads(out)
+    assert report["weights"] == str(toy_checkpoint) and not report["random_weights"]
+    assert [r["path"] for r in report["images"]] == [str(p) for p in paths]
+    for r in report["images"]:
+        probabilities = [t["probability"] for t in r["top"]]
+        assert len(probabilities) == 3 and probabilities == sorted(probabilities, reverse=True)
+        assert all(t["name"] == SHAPE_CLASSES[t["index"]] for t in r["top"])
+        assert 0.0 < sum(probabilities) <= 1.0 + 1e-9
+        # Three CondConv blocks, each with 3 sigmoid routing weights in (0, 1).
+        assert len(r["routing"]) == 3
+        assert all(len(w) == 3 and all(0 < v < 1 for v in w) for w in r["routing"].values())
+
+
+def test_predict_checkpoint_matches_the_model(capsys, images, toy_checkpoint):
+    """The reported probabilities are the softmax of the trained model's logits on the image
+    as the toy dataset stores images (grey, resized, in [0, 1])."""
+    import minicond as mc
+    from minicond.checkpoint import load_checkpoint
+    from minicond.models import build_model
+    from minicond.preprocess import preprocess_grey
+
+    state = load_checkpoint(toy_checkpoint)
+    model = build_model("condconv", (1, 12, 12), 6, experts=3, width=4, backend="numpy")
+    model.load_state_dict(state["model"])
+    model.eval()
+    x = preprocess_grey(open_image(images["jpeg"]), 12)[None]
+    with mc.no_grad():
+        logits = model(mc.tensor(x, backend="numpy")).numpy().astype(np.float64)[0]
+    p = np.exp(logits - logits.max())
+    p /= p.sum()
+    status, out, _ = _predict(capsys, "--checkpoint", toy_checkpoint, "--topk", 6, "--json",
+                              "--backend", "numpy", images["jpeg"])
+    assert status == 0
+    top = json.loads(out)["images"][0]["top"]
+    assert [t["index"] for t in top] == list(np.argsort(-p, kind="stable"))
+    np.testing.assert_allclose([t["probability"] for t in top], np.sort(p)[::-1], rtol=1e-6)
+
+
+def test_predict_bad_files(capsys, tmp_path, images, toy_checkpoint):
+    text = tmp_path / "notes.png"
+    text.write_text("not an image\n")
+    missing = tmp_path / "missing.jpg"
+    for bad in (text, missing):
+        status, out, err = _predict(capsys, "--checkpoint", toy_checkpoint, "--backend",
+                                    "numpy", images["rgb_png"], bad)
+        assert status == 2 and out == ""
+        assert len(err.strip().splitlines()) == 1 and bad.name in err
+    status, out, err = _predict(capsys, "--checkpoint", text, "--backend", "numpy",
+                                images["rgb_png"])
+    assert status == 2 and len(err.strip().splitlines()) == 1 and "notes.png" in err
