@@ -43,7 +43,7 @@ EXIT_BAD_FILE = 2
 
 
 class PredictError(ValueError):
-    """A file ``minicond predict`` cannot use; the message names it."""
+    """A file (or model name) ``minicond predict`` cannot use; the message names it."""
 
 
 @dataclass
@@ -81,7 +81,13 @@ def imagenet_predictor(name: str, weights: str | None, backend: str,
     from . import interop
     from .models import create_model
 
-    model = create_model(name, backend=backend)
+    try:
+        model = create_model(name, backend=backend)
+    except ValueError as err:
+        raise PredictError(_one_line(err)) from None
+    if not getattr(model, "pretrained_cfg", None):
+        raise PredictError(f"model {name!r} has no ImageNet preprocessing (pretrained_cfg); a "
+                           "toy network runs from its training checkpoint: --checkpoint CKPT")
     if weights is not None:
         if not Path(weights).is_file():
             raise PredictError(f"weights file {weights!r}: no such file")
