@@ -94,8 +94,9 @@ def imagenet_predictor(name: str, weights: str | None, backend: str,
         try:
             interop.load_safetensors(model, weights)
         except (ValueError, KeyError, TypeError, OSError) as err:
-            raise PredictError(f"weights file {weights!r} does not fit model {name}: "
-                               f"{_one_line(err)}") from None
+            text = _one_line(err)
+            raise PredictError(text if str(weights) in text else f"weights file {weights!r} "
+                               f"does not fit model {name}: {text}") from None
     cfg = dict(model.pretrained_cfg)
     if image_size is not None:
         cfg["input_size"] = (cfg["input_size"][0], image_size, image_size)

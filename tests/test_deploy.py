@@ -109,3 +109,21 @@ def test_fold_batchnorm_errors():
     model = build_model("static", (1, 8, 8), 3, width=2, backend="numpy")
     with pytest.raises(ValueError, match="example_input"):
         fold_batchnorm(model)
+
+
+def test_fold_condconv_efficientnet():
+    """A CondConv-EfficientNet with timm's architecture (squeeze-and-excitation, shared
+    routing, TensorFlow padding): every batch norm folds and the logits stay."""
+    from minicond.models import create_model
+
+    mc.manual_seed(8)
+    model = create_model("tf_efficientnet_cc_b0_4e", num_classes=10, backend="numpy",
+                         dtype="float64")
+    _randomise_batchnorms(model, seed=9)
+    model.eval()
+    n_bn = sum(isinstance(m, nn.BatchNorm2d) for m in model.modules())
+    folded = fold_batchnorm(model, example_input=(1, 3, 32, 32))
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in folded.modules())
+    assert sum(isinstance(m, FoldedBatchNorm) for m in folded.modules()) == n_bn
+    _check_equal(model, folded, np.random.default_rng(10).standard_normal((2, 3, 33, 33)),
+                 "numpy")

@@ -193,3 +193,70 @@ def test_predict_bad_files(capsys, tmp_path, images, toy_checkpoint):
     status, out, err = _predict(capsys, "--checkpoint", text, "--backend", "numpy",
                                 images["rgb_png"])
     assert status == 2 and len(err.strip().splitlines()) == 1 and "notes.png" in err
+
+
+IMAGENET_MODEL = "tf_efficientnet_cc_b0_4e"
+
+
+def test_predict_imagenet_weights_file(capsys, tmp_path, images):
+    """With a safetensors file, the report is the model's own softmax and routing weights
+    on the image prepared as its pretrained_cfg says (at a small --image-size)."""
+    import minicond as mc
+    from minicond.interop import save_safetensors
+    from minicond.models import create_model
+
+    mc.manual_seed(0)
+    model = create_model(IMAGENET_MODEL, backend="numpy")
+    weights = tmp_path / "model.safetensors"
+    save_safetensors(model, weights)
+    model.eval()
+    cfg = {**model.pretrained_cfg, "input_size": (3, 32, 32)}
+    x = np.stack([preprocess(open_image(images[k]), PreprocessConfig.from_pretrained_cfg(cfg))
+                  for k in ("grey", "alpha")])
+    with mc.no_grad():
+        logits = model(mc.tensor(x, backend="numpy")).numpy().astype(np.float64)
+    blocks = {name: m.last_routing_weights.numpy() for name, m in model.named_modules()
+              if m.__dict__.get("last_routing_weights") is not None}
+    assert len(blocks) > 0
+
+    status, out, err = _predict(capsys, "--model", IMAGENET_MODEL, "--weights", weights,
+                                "--image-size", 32, "--backend", "numpy", "--json",
+                                images["grey"], images["alpha"])
+    assert status == 0, err
+    assert "random weights" not in err
+    report = json.loads(out)
+    assert not report["random_weights"]
+    classes = imagenet_classes()
+    for b, entry in enumerate(report["images"]):
+        p = np.exp(logits[b] - logits[b].max())
+        p /= p.sum()
+        top = entry["top"]
+        assert [t["index"] for t in top] == list(np.argsort(-p, kind="stable")[:5])
+        np.testing.assert_allclose([t["probability"] for t in top],
+                                   np.sort(p)[::-1][:5], rtol=1e-5)
+        assert all((t["synset"], t["name"]) == classes[t["index"]] for t in top)
+        assert set(entry["routing"]) == set(blocks)
+        for name, r in entry["routing"].items():
+            np.testing.assert_allclose(r, blocks[name][b], rtol=1e-6)
+
+
+def test_predict_imagenet_random_weights_says_so(capsys, images):
+    status, out, err = _predict(capsys, "--model", IMAGENET_MODEL, "--image-size", 32,
+                                "--backend", "numpy", "--topk", 2, images["rgb_png"])
+    assert status == 0
+    assert "random weights" in err
+    assert str(images["rgb_png"]) in out and "routing weights" in out
+
+
+def test_predict_refuses_weights_of_another_model(capsys, tmp_path, images):
+    from minicond.interop import save_safetensors
+    from minicond.models import create_model
+
+    other = tmp_path / "toy.safetensors"
+    save_safetensors(create_model("toy_condconv", backend="numpy"), other)
+    status, out, err = _predict(capsys, "--model", IMAGENET_MODEL, "--weights", other,
+                                "--backend", "numpy", images["rgb_png"])
+    assert status == 2 and out == ""
+    assert len(err.strip().splitlines()) == 1 and "toy.safetensors" in err
+    status, _, err = _predict(capsys, "--model", "no_such_model", images["rgb_png"])
+    assert status == 2 and "no_such_model" in err
