@@ -53,29 +53,22 @@ def _copy_model(model: Module) -> Module:
 
 
 def _trace(model: Module, example: Tensor) -> tuple[dict[int, list[tuple[Any, Any]]], Any]:
-    """Run ``model(example)`` with the graph recorded, noting the (input, output) of every call
-    of a convolution or batch norm; returns the calls by module id and the model's output."""
+    """Run ``model(example)`` with the graph recorded, noting through forward hooks the
+    (input, output) of every call of a convolution or batch norm; returns the calls by module
+    id and the model's output."""
     calls: dict[int, list[tuple[Any, Any]]] = {}
-    wrapped = [m for m in model.modules() if isinstance(m, (Conv2d, CondConv2d, BatchNorm2d))]
 
-    def wrap(module: Module) -> None:
-        forward = module.forward
+    def record(module: Module, args: tuple[Any, ...], output: Any) -> None:
+        calls.setdefault(id(module), []).append((args[0] if args else None, output))
 
-        def recorded(*args: Any, **kwargs: Any) -> Any:
-            out = forward(*args, **kwargs)
-            calls.setdefault(id(module), []).append((args[0] if args else None, out))
-            return out
-
-        object.__setattr__(module, "forward", recorded)
-
-    for m in wrapped:
-        wrap(m)
+    handles = [m.register_forward_hook(record) for m in model.modules()
+               if isinstance(m, (Conv2d, CondConv2d, BatchNorm2d))]
     try:
         with enable_grad():
             out = model(example)
     finally:
-        for m in wrapped:
-            m.__dict__.pop("forward", None)
+        for handle in handles:
+            handle.remove()
     return calls, out
 
 

@@ -10,8 +10,9 @@ Layer: top, beside ``train.py``. Two kinds of model:
   names; images are converted to grey and resized to the training images' size.
 
 For every image it reports the ``--topk`` classes with their softmax probabilities and, for
-every block that computes routing weights, the weights r [E] that the image received (after
-the forward pass each CondConv block holds them in ``last_routing_weights``). ``--json``
+every block that computes routing weights, the weights r [E] that the image received (each
+CondConv block records them in ``last_routing_weights``; a CondConv2d with its own router is
+read through a forward hook on that router). ``--json``
 prints the same as one JSON document.
 
 Files that cannot be used (a missing or undecodable image, a weights file or checkpoint that
@@ -33,7 +34,7 @@ import numpy as np
 
 from .autograd import no_grad
 from .backends import BACKEND_NAMES
-from .nn import Module
+from .nn import Module, Router
 from .preprocess import ImageError, PreprocessConfig, imagenet_classes, open_image, preprocess
 from .preprocess import preprocess_grey as _grey
 from .tensor import tensor
@@ -137,14 +138,35 @@ def checkpoint_predictor(path: str, backend: str) -> Predictor:
                      lambda image: _grey(image, size), path)
 
 
-def routing_weights(model: Module) -> dict[str, np.ndarray]:
-    """The routing weights [B, E] of the last forward pass, by block name."""
-    out = {}
+def forward_with_routing(model: Module, x: Any) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """The model's logits for ``x`` and the routing weights [B, E] it used, by module name:
+    those each CondConv block records (``last_routing_weights``, one router shared by the
+    block's layers) and, through forward hooks, the output of every CondConv2d's own Router."""
+    hooked: dict[str, np.ndarray] = {}
+
+    def hook(name: str) -> Callable[..., None]:
+        def record(module: Module, args: tuple[Any, ...], output: Any) -> None:
+            hooked[name] = output.numpy()
+        return record
+
+    handles = [m.register_forward_hook(hook(name)) for name, m in model.named_modules()
+               if isinstance(m, Router)]
+    try:
+        with no_grad():
+            logits = model(x).numpy().astype(np.float64)
+    finally:
+        for handle in handles:
+            handle.remove()
+    routing = {}
     for name, m in model.named_modules():
         r = m.__dict__.get("last_routing_weights")
         if r is not None:
-            out[name] = r.numpy()
-    return out
+            routing[name] = r.numpy()
+    for name, r in hooked.items():
+        owner = name.rpartition(".")[0]  # the CondConv2d or block that holds this router
+        if owner not in routing:
+            routing[owner] = r
+    return logits, routing
 
 
 def run_predictor(predictor: Predictor, paths: Sequence[str], topk: int) -> list[Prediction]:
@@ -157,10 +179,8 @@ def run_predictor(predictor: Predictor, paths: Sequence[str], topk: int) -> list
         except ImageError as err:
             raise PredictError(f"image {err}") from None
     param = next(predictor.model.parameters())
-    with no_grad():
-        logits = predictor.model(tensor(np.stack(inputs), dtype=param.dtype,
-                                        backend=param.backend)).numpy().astype(np.float64)
-    routing = routing_weights(predictor.model)
+    logits, routing = forward_with_routing(
+        predictor.model, tensor(np.stack(inputs), dtype=param.dtype, backend=param.backend))
     z = logits - logits.max(axis=1, keepdims=True)
     probabilities = np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
     k = min(topk, probabilities.shape[1])

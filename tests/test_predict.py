@@ -260,3 +260,23 @@ def test_predict_refuses_weights_of_another_model(capsys, tmp_path, images):
     assert len(err.strip().splitlines()) == 1 and "toy.safetensors" in err
     status, _, err = _predict(capsys, "--model", "no_such_model", images["rgb_png"])
     assert status == 2 and "no_such_model" in err
+
+
+def test_forward_with_routing_reads_a_layers_own_router():
+    """A CondConv2d with its own router (no block around it) reports under its own name,
+    through a forward hook that is removed afterwards."""
+    import minicond as mc
+    from minicond import nn
+    from minicond.predict import forward_with_routing
+
+    mc.manual_seed(3)
+    model = nn.Sequential(nn.CondConv2d(2, 3, 3, padding=1, num_experts=5, backend="numpy"),
+                          nn.Flatten()).eval()
+    x = mc.tensor(np.random.default_rng(0).standard_normal((2, 2, 4, 4)), dtype="float32",
+                  backend="numpy")
+    logits, routing = forward_with_routing(model, x)
+    assert logits.shape == (2, 48) and list(routing) == ["0"]
+    with mc.no_grad():
+        expected = model[0].routing(x).numpy()
+    np.testing.assert_allclose(routing["0"], expected, rtol=1e-6)
+    assert not model[0].routing._forward_hooks
