@@ -23,7 +23,7 @@ from .tensor import Tensor, tensor
 class FoldedBatchNorm(Module):
     """What stays of a BatchNorm2d folded into the convolution before it: nothing (returns x),
     or, when that convolution cannot hold a static bias (a CondConv2d with per-expert biases),
-    the static shift ``x + shift[c]`` with ``shift`` [C] a buffer."""
+    the static shift ``x + shift``, one value per channel (``shift`` [C], a buffer)."""
 
     def __init__(self, num_features: int, shift: Tensor | None = None) -> None:
         super().__init__()
@@ -132,25 +132,28 @@ def fold_batchnorm(model: Module, example_input: Any = None) -> Module:
     norm (with running statistics) takes exactly the convolution's output, each is called
     once, and nothing else uses that output; every other batch norm is kept.
 
-    Derivation. In eval mode, per output channel c, with a_c = γ_c / √(σ²_c + ε),
+    Derivation. In eval mode, per output channel o, with the running mean μ and variance
+    var and istd = (var + ε)^(-1/2),
 
-        BN(z)_c = γ_c (z_c − μ_c) / √(σ²_c + ε) + β_c = a_c z_c + (β_c − a_c μ_c).
+        BN(y)_o = γ_o (y_o − μ_o) istd_o + β_o = (γ_o istd_o) y_o + (β_o − γ_o istd_o μ_o).
 
-    A convolution is linear in its kernel, so a_c · conv(x, K)_c = conv(x, a ⊙ K)_c with
-    a ⊙ K scaling output channel c of K by a_c. For a static convolution z = conv(x, K) + b:
+    A convolution is linear in its kernel, so (γ_o istd_o) · conv(x, K)_o = conv(x, K')_o
+    with K' = (γ ⊙ istd) ⊙ K, output channel o of K scaled by γ_o istd_o. For a static
+    convolution y = conv(x, K) + bias:
 
-        BN(z) = conv(x, a ⊙ K) + [a ⊙ b + β − a ⊙ μ]          (new K' = a ⊙ K, b' in brackets)
+        BN(y) = conv(x, (γ ⊙ istd) ⊙ K) + [(γ ⊙ istd) ⊙ bias + β − (γ ⊙ istd) ⊙ μ]
 
-    For a CondConv2d, K_b = Σ_e r_be W_e and the bias is static b or mixed Σ_e r_be b_e:
+    For a CondConv2d, K_b = Σ_e r_be Θ_e and the bias is static, or mixed Σ_e r_be bias_e:
 
-        a ⊙ K_b = Σ_e r_be (a ⊙ W_e)       every expert kernel is scaled: W'_e = a ⊙ W_e
-        a ⊙ Σ_e r_be b_e = Σ_e r_be (a ⊙ b_e)      per-expert biases scale the same way
+        (γ ⊙ istd) ⊙ K_b = Σ_e r_be ((γ ⊙ istd) ⊙ Θ_e)           every expert is scaled
+        (γ ⊙ istd) ⊙ Σ_e r_be bias_e = Σ_e r_be ((γ ⊙ istd) ⊙ bias_e)   and every expert bias
 
-    while the shift β − a ⊙ μ must stay static: pushing it into the experts' biases would
-    multiply it by Σ_e r_be, which is not 1 for sigmoid routing. So a CondConv2d with a static
-    (or no) bias gets the static bias a ⊙ b + β − a ⊙ μ, and one with per-expert biases keeps
-    them scaled and leaves the shift to a :class:`FoldedBatchNorm` in the batch norm's place.
-    The routing is untouched: it is computed from the convolution's input, not its output.
+    while the shift β − (γ ⊙ istd) ⊙ μ must stay static: pushing it into the experts' biases
+    would multiply it by Σ_e r_be, which is not 1 for sigmoid routing. So a CondConv2d with a
+    static (or no) bias gets the static bias (γ ⊙ istd) ⊙ bias + β − (γ ⊙ istd) ⊙ μ, and one
+    with per-expert biases keeps them scaled and leaves the shift to a
+    :class:`FoldedBatchNorm` in the batch norm's place. The routing is untouched: it is
+    computed from the convolution's input, not its output.
 
     The folded values are computed in float64 and stored in each parameter's own dtype.
     """
@@ -184,25 +187,25 @@ def fold_batchnorm(model: Module, example_input: Any = None) -> Module:
 def _fold_pair(conv: Conv2d | CondConv2d, bn: BatchNorm2d) -> FoldedBatchNorm:
     """Fold ``bn`` into ``conv`` in place; the module that takes the batch norm's place."""
     C = bn.num_features
-    mean = bn.running_mean.numpy().astype(np.float64)
+    mu = bn.running_mean.numpy().astype(np.float64)
     var = bn.running_var.numpy().astype(np.float64)
     gamma = bn.weight.numpy().astype(np.float64) if bn.weight is not None else np.ones(C)
     beta = bn.bias.numpy().astype(np.float64) if bn.bias is not None else np.zeros(C)
-    a = gamma / np.sqrt(var + bn.eps)
-    shift = beta - a * mean
+    scale = gamma / np.sqrt(var + bn.eps)   # γ ⊙ istd
+    shift = beta - scale * mu
 
     w = conv.weight.numpy().astype(np.float64)
     # The output channel is axis 0 of a Conv2d weight [Cout, ...] and axis 1 of the experts
     # [E, Cout, ...]; a per-expert bias [E, Cout] scales along its last axis.
     channel_axis = 1 if isinstance(conv, CondConv2d) else 0
-    scale = a.reshape((1,) * channel_axis + (C,) + (1,) * (w.ndim - channel_axis - 1))
-    _assign(conv, "weight", w * scale)
+    per_channel = scale.reshape((1,) * channel_axis + (C,) + (1,) * (w.ndim - channel_axis - 1))
+    _assign(conv, "weight", w * per_channel)
     expert_bias = isinstance(conv, CondConv2d) and conv.expert_bias and conv.bias is not None
     if expert_bias:
-        _assign(conv, "bias", conv.bias.numpy().astype(np.float64) * a)
+        _assign(conv, "bias", conv.bias.numpy().astype(np.float64) * scale)
         like = conv.weight
         return FoldedBatchNorm(C, tensor(shift, dtype=like.dtype, backend=like.backend))
-    bias = shift if conv.bias is None else a * conv.bias.numpy().astype(np.float64) + shift
+    bias = shift if conv.bias is None else scale * conv.bias.numpy().astype(np.float64) + shift
     if isinstance(conv, CondConv2d):
         conv.expert_bias = False
     _assign(conv, "bias", bias)
