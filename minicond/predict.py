@@ -16,8 +16,8 @@ read through a forward hook on that router). ``--json``
 prints the same as one JSON document.
 
 Files that cannot be used (a missing or undecodable image, a weights file or checkpoint that
-does not fit the model) stop the command before any model runs, with one line naming the
-file: :class:`PredictError`, exit status 2.
+does not fit the model) stop the command before any model runs with a :class:`PredictError`
+naming the file, which the ``minicond`` command reports in one line with exit status 2.
 """
 
 from __future__ import annotations
@@ -40,7 +40,6 @@ from .preprocess import preprocess_grey as _grey
 from .tensor import tensor
 
 DEFAULT_MODEL = "tf_efficientnet_cc_b0_4e"
-EXIT_BAD_FILE = 2
 
 
 class PredictError(ValueError):
@@ -226,22 +225,19 @@ def to_json(predictor: Predictor, results: Sequence[Prediction], backend: str) -
 
 
 def run(args: argparse.Namespace) -> int:
+    """The ``predict`` subcommand; a :class:`PredictError` (a ValueError) raised here becomes
+    ``minicond predict: error: ...`` and exit status 2 in ``cli.run_command``."""
     from .train import resolve_backend
 
     if args.checkpoint is not None and (args.weights or args.image_size):
-        print("minicond predict: error: --weights and --image-size are for --model; a "
-              "--checkpoint holds its own weights and image size", file=sys.stderr)
-        return EXIT_BAD_FILE
+        raise PredictError("--weights and --image-size are for --model; a --checkpoint holds "
+                           "its own weights and image size")
     backend = resolve_backend(args.backend)
-    try:
-        if args.checkpoint is not None:
-            predictor = checkpoint_predictor(args.checkpoint, backend)
-        else:
-            predictor = imagenet_predictor(args.model, args.weights, backend, args.image_size)
-        results = run_predictor(predictor, args.images, args.topk)
-    except PredictError as err:
-        print(f"minicond predict: error: {err}", file=sys.stderr)
-        return EXIT_BAD_FILE
+    if args.checkpoint is not None:
+        predictor = checkpoint_predictor(args.checkpoint, backend)
+    else:
+        predictor = imagenet_predictor(args.model, args.weights, backend, args.image_size)
+    results = run_predictor(predictor, args.images, args.topk)
     if predictor.weights is None:
         print(f"minicond predict: no --weights given: {predictor.name} has random weights, so "
               "its classes and routing mean nothing", file=sys.stderr)

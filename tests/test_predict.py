@@ -280,3 +280,9 @@ def test_forward_with_routing_reads_a_layers_own_router():
         expected = model[0].routing(x).numpy()
     np.testing.assert_allclose(routing["0"], expected, rtol=1e-6)
     assert not model[0].routing._forward_hooks
+
+
+def test_predict_checkpoint_refuses_model_options(capsys, images, toy_checkpoint):
+    status, out, err = _predict(capsys, "--checkpoint", toy_checkpoint, "--image-size", 32,
+                                images["rgb_png"])
+    assert status == 2 and out == "" and "--image-size" in err
