@@ -23,7 +23,7 @@ import pytest
 
 HERE = Path(__file__).resolve().parent
 # Configurations per backend: the CUDA simulator runs one Python thread per CUDA thread.
-COUNTS = {"numba": 300, "cuda": 50}
+COUNTS = {"numba": 200, "cuda": 30}
 SIMULATOR = os.environ.get("NUMBA_ENABLE_CUDASIM") == "1"
 
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as TF
 from helpers import compare_with_torch, gradcheck, random_cotangent
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from strategies import fixture_settings, normal
 
@@ -51,7 +51,7 @@ def test_same_padding_is_timms_and_gives_ceil_n_over_s():
                     assert (n + before + after - d * (k - 1) - 1) // s + 1 == math.ceil(n / s)
 
 
-@fixture_settings
+@settings(fixture_settings, max_examples=20)
 @given(data=st.data())
 def test_conv2d_tf_same_matches_timm(backend, size_limit, data):
     x_shape, w_shape, stride, dilation, groups, has_bias, seed = data.draw(
@@ -73,7 +73,7 @@ def _torch_cond_conv2d_same(x, r, W, bias, stride, dilation, groups):
                       for b in range(x.shape[0])])
 
 
-@fixture_settings
+@settings(fixture_settings, max_examples=20)
 @given(data=st.data(), experts=st.integers(1, 3))
 def test_cond_conv2d_tf_same_matches_timm(backend, size_limit, data, experts):
     x_shape, w_shape, stride, dilation, groups, has_bias, seed = data.draw(
@@ -92,7 +92,7 @@ LAYER_CASES = [dict(kernel_size=3, stride=2), dict(kernel_size=(2, 5), stride=(3
 
 
 @pytest.mark.parametrize("kw", LAYER_CASES, ids=lambda kw: "-".join(map(str, kw.values())))
-@pytest.mark.parametrize("size", [(7, 9), (8, 8), (1, 3)])
+@pytest.mark.parametrize("size", [(7, 9), (1, 3)])
 def test_layers_match_timm_conv2d_same_and_condconv(kw, size):
     """nn.Conv2d / nn.CondConv2d with padding="tf_same" equal timm's Conv2dSame and its
     CondConv2d(padding="same") loaded with the same weights: outputs and every gradient."""

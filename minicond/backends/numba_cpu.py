@@ -10,7 +10,7 @@ is the convolution family, where NumPy needs Python loops or large temporaries:
   :data:`COLUMN_BUFFER_BYTES` (compiled ``im2col``, reading each image plane through a
   zero-bordered copy that stays in cache), multiply it with ``np.matmul`` (OpenBLAS), and fold
   column gradients back with a compiled ``col2im``. A per-example kernel
-  ``[B, Cout, Cin/g, kh, kw]`` (CondConv) takes the same path: the batched product pairs
+  ``[B, Cout, Cin/G, kh, kw]`` (CondConv) takes the same path: the batched product pairs
   example b's kernel with example b's columns, so CondConv costs one convolution, not E.
   Two shapes skip the columns: a 1×1 kernel with stride 1 and no padding (the input is its
   own column matrix) and a depthwise kernel (one channel per group), which has direct
@@ -592,7 +592,7 @@ def conv2d_forward(x, weight, stride, padding, dilation, groups):
         if y.size and rows:
             _run_chunks(B, direct, rows * L)
         return y
-    w = _grouped(weight, groups, dtype)                       # [1|B, g, Cout/g, K]
+    w = _grouped(weight, groups, dtype)                       # [1|B, G, Cout/G, K]
 
     pointwise = _is_pointwise(kernel, stride, padding)
 
@@ -625,7 +625,7 @@ def conv2d_backward_input(gy, weight, x_shape, stride, padding, dilation, groups
         if gx.size and rows and L:
             _run_chunks(B, direct, rows * L)
         return gx
-    # wᵀ [1|B, g, Cin/g·kh·kw, Cout/g], contiguous so each product is a plain GEMM
+    # wᵀ [1|B, G, Cin/G·kh·kw, Cout/G], contiguous so each product is a plain GEMM
     wT = np.ascontiguousarray(np.swapaxes(_grouped(weight, groups, dtype), -1, -2))
 
     pointwise = _is_pointwise(kernel, stride, padding)
@@ -653,7 +653,7 @@ def conv2d_backward_weight(x, gy, weight_shape, stride, padding, dilation, group
     kernel = weight_shape[-2:]
     L, rows = Ho * Wo, C * kernel[0] * kernel[1]
     per_example = len(weight_shape) == 5
-    grouped = (groups, Cout // groups, rows // groups)       # one example's [g, Cout/g, K]
+    grouped = (groups, Cout // groups, rows // groups)       # one example's [G, Cout/G, K]
     geo = _geometry_args(kernel, stride, padding, dilation, Ho, Wo)
     gw = np.zeros((B if per_example else 1,) + grouped, dtype=dtype)
     if gw.size == 0 or L == 0 or B == 0:
@@ -664,7 +664,7 @@ def conv2d_backward_weight(x, gy, weight_shape, stride, padding, dilation, group
 
     pointwise = _is_pointwise(kernel, stride, padding)
 
-    # The products are formed transposed, cols_b · g_bᵀ [K, Cout/g]: OpenBLAS runs this
+    # The products are formed transposed, cols_b · g_bᵀ [K, Cout/G]: OpenBLAS runs this
     # orientation (long reduction over L, both operands read along rows) markedly faster than
     # g_b · cols_bᵀ, and the small result is transposed back for free.
     def work(s, e):
