@@ -42,7 +42,7 @@ def one_torch_thread():
     torch.set_num_threads(threads)
 
 
-def randomise(model, seed: int = 0, classifier_scale: float = 30.0):
+def randomise(model, seed: int = 0, classifier_scale: float | None = 30.0):
     """Mild random BatchNorm statistics and affine parameters, routing away from 0.5, and a
     classifier scaled so that the logits are not tiny (timm initialises it near zero)."""
     g = torch.Generator().manual_seed(seed)
@@ -62,7 +62,8 @@ def randomise(model, seed: int = 0, classifier_scale: float = 30.0):
             if name.endswith("routing_fn"):
                 m.weight.mul_(20.0)
                 m.bias.copy_(4.0 * rand(m.bias.shape) - 2.0)
-        model.classifier.weight.mul_(classifier_scale)
+        if classifier_scale is not None:
+            model.classifier.weight.mul_(classifier_scale)
     return model
 
 
@@ -308,3 +309,70 @@ def test_state_dict_for_another_model_is_refused_naming_the_key(pair):
     model = mc.models.create_model("efficientnet_cc_b0_4e", backend="numpy")
     with pytest.raises(ValueError, match=r"blocks\.4\.0\.conv_pw\.weight"):
         load_torch_state_dict(model, tm.state_dict())
+
+
+# --- the blocks alone: forward and every gradient -----------------------------------------------
+
+@pytest.mark.parametrize("kind", ["DepthwiseSeparable", "InvertedResidual",
+                                  "CondConvInvertedResidual"])
+@pytest.mark.parametrize("tf_port", [False, True])
+def test_blocks_match_timms_output_and_every_gradient(kind, tf_port):
+    """Each block against timm's, float64, train mode (batch statistics): the output, the
+    input gradient and every parameter gradient under a random cotangent, and the running
+    statistics; then the eval-mode output. The input is 10×8: for the strided k=5 blocks
+    TensorFlow's SAME padding is then asymmetric (1 top/left, 2 bottom/right)."""
+    from functools import partial
+
+    from timm.models import _efficientnet_blocks as blocks
+
+    eps = 1e-3 if tf_port else 1e-5
+    common = {"act_layer": torch.nn.SiLU, "pad_type": "same" if tf_port else "",
+              "norm_layer": partial(torch.nn.BatchNorm2d, eps=eps)}
+    ours_common = {"padding": "tf_same" if tf_port else "symmetric", "bn_eps": eps,
+                   "dtype": "float64", "backend": "numpy"}
+    if kind == "DepthwiseSeparable":
+        theirs = blocks.DepthwiseSeparableConv(
+            8, 8, 3, se_layer=partial(blocks.SqueezeExcite, rd_ratio=0.25), **common)
+        ours = mc.nn.DepthwiseSeparable(8, 8, 3, se_channels=2, **ours_common)
+    else:
+        se = partial(blocks.SqueezeExcite, rd_ratio=0.25 / 3)
+        if kind == "InvertedResidual":
+            theirs = blocks.InvertedResidual(8, 16, 5, stride=2, exp_ratio=3.0, se_layer=se,
+                                             **common)
+            ours = mc.nn.InvertedResidual(8, 16, 5, stride=2, expand_ratio=3, se_channels=2,
+                                          channel_divisor=8, **ours_common)
+        else:
+            theirs = blocks.CondConvResidual(8, 16, 5, stride=2, exp_ratio=3.0, se_layer=se,
+                                             num_experts=3, **common)
+            ours = mc.nn.CondConvInvertedResidual(8, 16, 5, stride=2, expand_ratio=3,
+                                                  num_experts=3, se_channels=2,
+                                                  channel_divisor=8, **ours_common)
+    theirs = randomise(theirs.double(), classifier_scale=None).train()
+    load_torch_state_dict(ours, theirs.state_dict())
+    x = images((3, 8, 10, 8), seed=8)
+    xt = torch.from_numpy(x).requires_grad_(True)
+    y_timm = theirs(xt)
+    cotangent = images(tuple(y_timm.shape), seed=9)
+    (y_timm * torch.from_numpy(cotangent)).sum().backward()
+    xm = mc.tensor(x, requires_grad=True, backend="numpy")
+    y = ours(xm)
+    (y * mc.tensor(cotangent, backend="numpy")).sum().backward()
+
+    def close(a, b, what):
+        b = np.asarray(b).reshape(np.shape(a))
+        assert np.abs(a - b).max() <= 1e-10 * np.abs(b).max() + 1e-14, what
+
+    close(y.numpy(), y_timm.detach().numpy(), "output")
+    close(xm.grad.numpy(), xt.grad.numpy(), "input gradient")
+    grads = dict(theirs.named_parameters())
+    assert set(grads) == {name for name, _ in ours.named_parameters()}
+    for name, p in ours.named_parameters():
+        close(p.grad.numpy(), grads[name].grad.numpy(), f"gradient of {name}")
+    states = to_torch_state_dict(ours)
+    for name, value in theirs.state_dict().items():
+        close(states[name], value.numpy(), name)
+    theirs.eval()
+    ours.eval()
+    with torch.no_grad():
+        close(ours(mc.tensor(x, backend="numpy")).numpy(), theirs(torch.from_numpy(x)).numpy(),
+              "eval output")
