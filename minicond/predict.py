@@ -90,7 +90,7 @@ def imagenet_predictor(name: str, weights: str | None, backend: str,
                            "toy network runs from its training checkpoint: --checkpoint CKPT")
     if weights is not None:
         if not Path(weights).is_file():
-            raise PredictError(f"weights file {weights!r}: no such file")
+            raise PredictError(f"weights file {weights!r} does not exist or is not a file")
         try:
             interop.load_safetensors(model, weights)
         except (ValueError, KeyError, TypeError, OSError) as err:

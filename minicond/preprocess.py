@@ -99,7 +99,7 @@ def open_image(path: str | os.PathLike) -> Any:
     Image = _pil()
     path = Path(path)
     if not path.is_file():
-        raise ImageError(f"{str(path)!r}: no such file")
+        raise ImageError(f"{str(path)!r} does not exist or is not a file")
     try:
         with Image.open(path) as image:
             image.load()

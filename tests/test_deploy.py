@@ -127,3 +127,20 @@ def test_fold_condconv_efficientnet():
     assert sum(isinstance(m, FoldedBatchNorm) for m in folded.modules()) == n_bn
     _check_equal(model, folded, np.random.default_rng(10).standard_normal((2, 3, 33, 33)),
                  "numpy")
+
+
+def test_fold_on_every_backend(backend):
+    """The copy, the trace and the folded parameters stay on the model's backend."""
+    mc.manual_seed(11)
+    opts = {"dtype": "float64", "backend": backend}
+    model = nn.Sequential(
+        nn.CondConv2d(2, 3, 3, padding=1, num_experts=2, expert_bias=True, **opts),
+        nn.BatchNorm2d(3, **opts), nn.Conv2d(3, 2, 1, **opts), nn.BatchNorm2d(2, **opts))
+    _randomise_batchnorms(model, seed=12)
+    model.eval()
+    folded = fold_batchnorm(model, example_input=(1, 2, 4, 4))
+    assert [type(m).__name__ for m in folded] == ["CondConv2d", "FoldedBatchNorm", "Conv2d",
+                                                  "FoldedBatchNorm"]
+    assert all(p.backend.name == backend for p in folded.parameters())
+    _check_equal(model, folded, np.random.default_rng(13).standard_normal((2, 2, 4, 4)),
+                 backend)
