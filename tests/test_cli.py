@@ -143,7 +143,8 @@ def test_readme_commands_parse(command):
         assert exit_info.value.code == 0
         return
     args = build_parser().parse_args(argv)
-    assert args.func in (cli.run_train, cli.run_compare) or args.command == "explain"
+    assert args.func in (cli.run_train, cli.run_compare) or args.command in ("explain",
+                                                                           "predict")
 
 
 def test_console_script_is_declared():
