@@ -356,6 +356,40 @@ def test_mix_experts(other, limit, dtype, data):
     agree(other, "mix_experts_backward", (r, W, gK), dtype)
 
 
+# --- the Numba CPU backend's dispatch branches --------------------------------------------
+# conv2d_* pick a path by shape (see numba_cpu's docstring); each path against numpy_ref.
+# (B, C, Cout, H, W, k, stride, padding, dilation, groups, pooled)
+NUMBA_BRANCHES = {
+    "depthwise": (3, 5, 5, 9, 8, 3, (1, 1), (1, 1), (1, 1), 5, True),
+    "depthwise-strided-dilated": (2, 4, 4, 11, 10, 3, (2, 1), (0, 2), (1, 2), 4, True),
+    "depthwise-one-example": (1, 6, 6, 7, 9, 5, (1, 2), (2, 2), (1, 1), 6, False),
+    "one-chunk-dense": (1, 3, 4, 9, 8, 3, (1, 1), (1, 1), (1, 1), 1, True),
+    "pooled-grouped": (5, 4, 6, 7, 7, 3, (2, 2), (1, 0), (1, 1), 2, True),
+    "pointwise": (4, 6, 3, 5, 6, 1, (1, 1), (0, 0), (1, 1), 1, True),
+}
+
+
+@pytest.mark.skipif(backend_available("numba") is not None, reason="numba backend unavailable")
+@pytest.mark.parametrize("per_example", [False, True])
+@pytest.mark.parametrize("branch", sorted(NUMBA_BRANCHES))
+def test_numba_conv_branches(monkeypatch, branch, per_example, dtype):
+    """``pooled`` sends the call through the worker pool (chunks of examples or of planes),
+    which only larger calls use otherwise."""
+    B, C, Cout, H, W, k, stride, padding, dilation, groups, pooled = NUMBA_BRANCHES[branch]
+    if pooled:
+        monkeypatch.setattr(get_backend("numba"), "INLINE_COST", 0)
+    rng = np.random.default_rng(len(branch))
+    x = rng.standard_normal((B, C, H, W))
+    w_shape = ((B,) if per_example else ()) + (Cout, C // groups, k, k)
+    w = rng.standard_normal(w_shape)
+    gy = rng.standard_normal((B, Cout) + numpy_ref.conv2d_forward(x, w, stride, padding,
+                                                                  dilation, groups).shape[2:])
+    conv = (stride, padding, dilation, groups)
+    agree("numba", "conv2d_forward", (x, w) + conv, dtype)
+    agree("numba", "conv2d_backward_input", (gy, w, x.shape) + conv, dtype)
+    agree("numba", "conv2d_backward_weight", (x, gy, w_shape) + conv, dtype)
+
+
 # --- determinism of the Numba CPU backend -------------------------------------------------
 
 @pytest.mark.skipif(backend_available("numba") is not None, reason="numba backend unavailable")
@@ -376,11 +410,17 @@ def test_numba_results_do_not_depend_on_the_thread_count(monkeypatch, threads, p
     W = rng.standard_normal((4, 3, 3, 3)).astype(np.float32)
     gy = rng.standard_normal((9, 4, 11, 10)).astype(np.float32)
     conv = ((1, 1), (1, 1), (1, 1), 2)
+    Kd = rng.standard_normal((9, 6, 1, 3, 3)).astype(np.float32)     # depthwise, per plane
+    depthwise = ((1, 1), (1, 1), (1, 1), 6)
 
     def run():
         return [be.conv2d_forward(x, K, *conv), be.conv2d_backward_input(gy, K, x.shape, *conv),
                 be.conv2d_backward_weight(x, gy, K.shape, *conv),
                 be.conv2d_backward_weight(x, gy, W.shape, *conv),
+                be.conv2d_forward(x, Kd, *depthwise),
+                be.conv2d_backward_input(x, Kd, x.shape, *depthwise),
+                be.conv2d_backward_weight(x, x, Kd.shape, *depthwise),
+                be.conv2d_backward_weight(x, x, Kd.shape[1:], *depthwise),
                 be.pad_backward(gy, (1, 2, 3, 0), "reflect")]
 
     monkeypatch.setattr(numba.config, "NUMBA_NUM_THREADS", 2)

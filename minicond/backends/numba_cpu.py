@@ -297,11 +297,14 @@ def _scatter_row(v, a, g, sw, n):
 
 
 @njit(inline="always", nogil=True)
-def _dot_row(acc, g, v, sw, n):
-    """acc + Σ_ow g[ow] · v[ow·sw], in ow order."""
-    for ow in range(n):
-        acc += g[ow] * v[ow * sw]
-    return acc
+def _gather_products(out, g, v, sw, n):
+    """out[ow] += g[ow] · v[ow·sw] for ow < n (stride 1 a plain vectorised loop)."""
+    if sw == 1:
+        for ow in range(n):
+            out[ow] += g[ow] * v[ow]
+    else:
+        for ow in range(n):
+            out[ow] += g[ow] * v[ow * sw]
 
 
 @njit(cache=True, nogil=True)
@@ -342,18 +345,17 @@ def _col2im_kernel(cols, gx, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo):
 
 @njit(cache=True, nogil=True)
 def _depthwise_forward_kernel(x, w, y, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo):
-    """y[b, c, oh, ow] = Σ_ij w[b|0, c, i, j] · x[b, c, oh·sh − ph + i·dh, ow·sw − pw + j·dw]
-    (one channel per group, x zero outside), each output summed in (i, j) order. ``w`` is
-    [1 or nb, C, kh, kw]; ``y`` must be zero on entry."""
+    """y[b, c, oh, ow] = Σ_ij w[b, c, i, j] · x[b, c, oh·sh − ph + i·dh, ow·sw − pw + j·dw]
+    (each plane with its own kernel, x zero outside), each output summed in (i, j) order.
+    ``w`` is [nb, C, kh, kw]; ``y`` must be zero on entry."""
     nb, C = x.shape[0], x.shape[1]
     padded, Wp = _bordered_plane(x, ph, pw)
-    per_example = w.shape[0] > 1
     for b in range(nb):
         for c in range(C):
             _fill_padded(x[b, c], padded, ph, pw, Wp)
             for i in range(kh):
                 for j in range(kw):
-                    wv = w[b if per_example else 0, c, i, j]
+                    wv = w[b, c, i, j]
                     for oh in range(Ho):
                         _gather_row(y[b, c, oh], wv, _window(padded, oh, i, j, sh, dh, dw, Wp),
                                     sw, Wo)
@@ -361,18 +363,17 @@ def _depthwise_forward_kernel(x, w, y, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo):
 
 @njit(cache=True, nogil=True)
 def _depthwise_backward_input_kernel(gy, w, gx, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo):
-    """The transpose of ``_depthwise_forward_kernel`` in x: every gy[b, c, oh, ow]·w[c, i, j]
+    """The transpose of ``_depthwise_forward_kernel`` in x: every gy[b, c, oh, ow]·w[b, c, i, j]
     is added to the pixel it came from, in the fixed order (i, j, oh, ow), accumulated in a
     zero-bordered plane whose interior is then copied out."""
     nb, C = gx.shape[0], gx.shape[1]
     padded, Wp = _bordered_plane(gx, ph, pw)
-    per_example = w.shape[0] > 1
     for b in range(nb):
         for c in range(C):
             padded[:] = 0
             for i in range(kh):
                 for j in range(kw):
-                    wv = w[b if per_example else 0, c, i, j]
+                    wv = w[b, c, i, j]
                     for oh in range(Ho):
                         _scatter_row(_window(padded, oh, i, j, sh, dh, dw, Wp), wv,
                                      gy[b, c, oh], sw, Wo)
@@ -381,23 +382,28 @@ def _depthwise_backward_input_kernel(gy, w, gx, kh, kw, sh, sw, ph, pw, dh, dw, 
 
 @njit(cache=True, nogil=True)
 def _depthwise_backward_weight_kernel(x, gy, gw, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo):
-    """gw[b|0, c, i, j] += Σ_{oh, ow} gy[b, c, oh, ow] · x[b, c, oh·sh − ph + i·dh,
-    ow·sw − pw + j·dw], examples in order, each sum in (oh, ow) order. ``gw`` is
-    [1 or nb, C, kh, kw]: one kernel per example, or one shared kernel summed over the batch."""
+    """gw[b, c, i, j] += Σ_{oh, ow} gy[b, c, oh, ow] · x[b, c, oh·sh − ph + i·dh,
+    ow·sw − pw + j·dw] (one kernel gradient per plane), each sum over oh for every ow, then
+    over ow in order."""
     nb, C = x.shape[0], x.shape[1]
     padded, Wp = _bordered_plane(x, ph, pw)
-    per_example = gw.shape[0] > 1
+    rowsum = np.empty(Wo, dtype=gw.dtype)
     for b in range(nb):
-        wb = b if per_example else 0
         for c in range(C):
             _fill_padded(x[b, c], padded, ph, pw, Wp)
             for i in range(kh):
                 for j in range(kw):
-                    acc = gw[wb, c, i, j]
+                    # Σ over oh into a row of per-ow sums (a vectorised loop; a running
+                    # scalar sum is a dependency chain the compiler must keep serial), then
+                    # Σ over ow in order.
+                    rowsum[:] = 0
                     for oh in range(Ho):
-                        acc = _dot_row(acc, gy[b, c, oh],
-                                       _window(padded, oh, i, j, sh, dh, dw, Wp), sw, Wo)
-                    gw[wb, c, i, j] = acc
+                        _gather_products(rowsum, gy[b, c, oh],
+                                         _window(padded, oh, i, j, sh, dh, dw, Wp), sw, Wo)
+                    acc = gw[b, c, i, j]
+                    for ow in range(Wo):
+                        acc += rowsum[ow]
+                    gw[b, c, i, j] = acc
 
 
 _pad_source = njit(inline="always")(pad_source)
@@ -561,11 +567,19 @@ def _is_depthwise(weight_shape, channels, groups):
     return groups == channels and weight_shape[-4] == groups and weight_shape[-3] == 1
 
 
-def _depthwise_weight(weight, dtype):
-    """A [C, 1, kh, kw] or [B, C, 1, kh, kw] depthwise weight as [1 or B, C, kh, kw]."""
-    w = weight if weight.ndim == 5 else weight[None]
-    w = np.ascontiguousarray(w, dtype=dtype)
-    return w.reshape(w.shape[0], w.shape[1], w.shape[3], w.shape[4])
+def _planes_of(a):
+    """An NCHW array as B·C single-channel images [B·C, 1, H, W] (a view)."""
+    B, C, H, W = a.shape
+    return a.reshape(B * C, 1, H, W)
+
+
+def _plane_weights(weight, B, C, dtype):
+    """A depthwise weight, shared [C, 1, kh, kw] or per-example [B, C, 1, kh, kw], as one
+    kernel per image plane [B·C, 1, kh, kw]. The planes are independent, so the depthwise work
+    splits over (example, channel) pairs and a single example still fills every thread."""
+    kh, kw = weight.shape[-2:]
+    w = np.broadcast_to(weight if weight.ndim == 5 else weight[None], (B, C, 1, kh, kw))
+    return np.ascontiguousarray(w, dtype=dtype).reshape(B * C, 1, kh, kw)
 
 
 def _grouped(weight, groups, dtype):
@@ -585,12 +599,12 @@ def conv2d_forward(x, weight, stride, padding, dilation, groups):
     y = np.zeros((B, Cout, Ho, Wo), dtype=dtype)
     geo = _geometry_args(kernel, stride, padding, dilation, Ho, Wo)
     if _is_depthwise(weight.shape, C, groups):
-        wd = _depthwise_weight(weight, dtype)
+        xp, wp, yp = _planes_of(x), _plane_weights(weight, B, C, dtype), _planes_of(y)
 
         def direct(s, e):
-            _depthwise_forward_kernel(x[s:e], wd[s:e] if per_example else wd, y[s:e], *geo)
+            _depthwise_forward_kernel(xp[s:e], wp[s:e], yp[s:e], *geo)
         if y.size and rows:
-            _run_chunks(B, direct, rows * L)
+            _run_chunks(B * C, direct, kernel[0] * kernel[1] * L)
         return y
     w = _grouped(weight, groups, dtype)                       # [1|B, G, Cout/G, K]
 
@@ -617,13 +631,12 @@ def conv2d_backward_input(gy, weight, x_shape, stride, padding, dilation, groups
     gx = np.zeros(tuple(x_shape), dtype=dtype)
     geo = _geometry_args(kernel, stride, padding, dilation, Ho, Wo)
     if _is_depthwise(weight.shape, C, groups):
-        wd = _depthwise_weight(weight, dtype)
+        gyp, wp, gxp = _planes_of(gy), _plane_weights(weight, B, C, dtype), _planes_of(gx)
 
         def direct(s, e):
-            _depthwise_backward_input_kernel(gy[s:e], wd[s:e] if per_example else wd, gx[s:e],
-                                             *geo)
+            _depthwise_backward_input_kernel(gyp[s:e], wp[s:e], gxp[s:e], *geo)
         if gx.size and rows and L:
-            _run_chunks(B, direct, rows * L)
+            _run_chunks(B * C, direct, kernel[0] * kernel[1] * L)
         return gx
     # wᵀ [1|B, G, Cin/G·kh·kw, Cout/G], contiguous so each product is a plain GEMM
     wT = np.ascontiguousarray(np.swapaxes(_grouped(weight, groups, dtype), -1, -2))
@@ -659,7 +672,7 @@ def conv2d_backward_weight(x, gy, weight_shape, stride, padding, dilation, group
     if gw.size == 0 or L == 0 or B == 0:
         return gw.reshape(weight_shape)
     if _is_depthwise(weight_shape, C, groups):
-        return _depthwise_backward_weight(x, gy, gw, kernel, geo, per_example).reshape(
+        return _depthwise_backward_weight(x, gy, kernel, geo, per_example).reshape(
             weight_shape)
 
     pointwise = _is_pointwise(kernel, stride, padding)
@@ -688,24 +701,23 @@ def conv2d_backward_weight(x, gy, weight_shape, stride, padding, dilation, group
     return gw.reshape(weight_shape)
 
 
-def _depthwise_backward_weight(x, gy, gw, kernel, geo, per_example):
-    """The depthwise weight gradient through the direct kernel: per example straight into
-    ``gw``, or per chunk of examples, the chunks' sums then added in batch order."""
+def _depthwise_backward_weight(x, gy, kernel, geo, per_example):
+    """The depthwise weight gradient through the direct kernel, one kernel gradient per image
+    plane [B·C, 1, kh, kw] (split over (example, channel) pairs like the forward); a shared
+    kernel's gradient is then their sum over the batch, in batch order."""
     B, C = x.shape[:2]
-    gw4 = gw.reshape(gw.shape[0], C, kernel[0], kernel[1])
+    xp, gyp = _planes_of(x), _planes_of(gy)
+    gwp = np.zeros((B * C, 1) + tuple(kernel), dtype=x.dtype)
 
     def direct(s, e):
-        if per_example:
-            _depthwise_backward_weight_kernel(x[s:e], gy[s:e], gw4[s:e], *geo)
-            return None
-        part = np.zeros_like(gw4)
-        _depthwise_backward_weight_kernel(x[s:e], gy[s:e], part, *geo)
-        return part
+        _depthwise_backward_weight_kernel(xp[s:e], gyp[s:e], gwp[s:e], *geo)
 
-    partials = _run_chunks(B, direct, C * kernel[0] * kernel[1] * gy.shape[2] * gy.shape[3])
-    if not per_example:
-        for part in partials:                                # chunks in batch order
-            gw4 += part
+    _run_chunks(B * C, direct, kernel[0] * kernel[1] * gy.shape[2] * gy.shape[3])
+    if per_example:
+        return gwp
+    gw = gwp[:C].copy()
+    for b in range(1, B):
+        gw += gwp[b * C:(b + 1) * C]
     return gw
 
 
