@@ -400,6 +400,12 @@ class Tensor:
             correction: float | None = None) -> Tensor:
         return F.std(self, dim, unbiased, keepdim, correction=correction)
 
+    def split(self, split_size: Any, dim: int = 0) -> tuple[Tensor, ...]:
+        return F.split(self, split_size, dim)
+
+    def chunk(self, chunks: int, dim: int = 0) -> tuple[Tensor, ...]:
+        return F.chunk(self, chunks, dim)
+
 
 def tensor(data: Any, dtype: Any = None, requires_grad: bool = False,
            backend: str | ModuleType | None = None) -> Tensor:
