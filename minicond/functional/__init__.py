@@ -55,8 +55,10 @@ from .basic import (
 )
 from .condconv import CondConv2d, MixExperts, cond_conv2d, mix_experts
 from .conv import Conv2d, conv2d
+from .conv_transpose import ConvTranspose2d, conv_transpose2d
 from .elementwise import Maximum, Minimum, maximum, minimum, one_hot
 from .indexing import Index, Where, argmax, compare, eq, ge, gt, index, le, lt, ne, where
+from .joining import Cat, cat, chunk, split, stack
 from .loss import (
     BCEWithLogits,
     CrossEntropy,
@@ -88,9 +90,10 @@ from .math_ops import (
     unsqueeze,
     var,
 )
-from .normalization import BatchNorm, batch_norm
+from .normalization import BatchNorm, Normalize, batch_norm, group_norm, layer_norm
 from .pad import PAD_MODES, Pad, pad
 from .pooling import AvgPool2d, MaxPool2d, adaptive_avg_pool2d, avg_pool2d, max_pool2d
+from .resample import Interpolate, interpolate
 from .routing import Dropout, GlobalAvgPool2d, Linear, dropout, global_avg_pool2d, linear
 
 __all__ = [
@@ -109,4 +112,6 @@ __all__ = [
     "Abs", "Amin", "Clamp", "MinAlongDim", "MinResult", "Sqrt", "Std", "Var", "abs", "clamp",
     "min", "sqrt", "squeeze", "std", "transpose_all", "unsqueeze", "var",
     "Index", "Where", "argmax", "compare", "eq", "ge", "gt", "index", "le", "lt", "ne", "where",
+    "Cat", "ConvTranspose2d", "Interpolate", "Normalize", "cat", "chunk", "conv_transpose2d",
+    "group_norm", "interpolate", "layer_norm", "split", "stack",
 ]
