@@ -42,3 +42,37 @@ def test_grid_has_the_rows_it_promises():
 def test_bad_configs_are_refused_with_the_reason(bad):
     with pytest.raises(argparse.ArgumentTypeError, match="config"):
         bench.parse_config(bad)
+
+
+def test_train_step_twin_is_the_same_network():
+    """The PyTorch twin of the default training model: same loss and, after backward, the
+    same gradient for every parameter (routing dropout off on both, as it draws different
+    random numbers)."""
+    import torch
+    import torch.nn.functional as tF
+    from bench_train_step import build_twin
+
+    import minicond.functional as F
+    from minicond import random as mc_random
+    from minicond.models import build_model
+    from minicond.tensor import tensor
+
+    mc_random.manual_seed(0)
+    model = build_model("condconv", (3, 8, 8), 4, experts=3, width=4, backend="numba")
+    twin = build_twin(model)
+    for block, t_block in zip(model.blocks, twin.blocks, strict=True):
+        block.routing_dropout.p = t_block.routing_p = 0.0
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((5, 3, 8, 8)).astype(np.float32)
+    labels = np.array([0, 1, 2, 3, 1])
+    loss = F.cross_entropy(model(tensor(x, backend="numba")), labels)
+    loss.backward()
+    t_loss = tF.cross_entropy(twin(torch.from_numpy(x)), torch.from_numpy(labels))
+    t_loss.backward()
+    np.testing.assert_allclose(loss.item(), t_loss.item(), rtol=1e-5)
+    t_params = dict(twin.named_parameters())
+    params = dict(model.named_parameters())
+    assert sorted(params) == sorted(t_params)
+    for name, p in params.items():
+        np.testing.assert_allclose(np.asarray(p.grad.numpy()), t_params[name].grad.numpy(),
+                                   rtol=1e-4, atol=1e-5, err_msg=name)
