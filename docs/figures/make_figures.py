@@ -154,6 +154,31 @@ def compute_cpu_chunks() -> dict[str, Any]:
             "COLUMN_BUFFER_BYTES": numba_cpu.COLUMN_BUFFER_BYTES, "shapes": rows_of}
 
 
+# Depthwise rows of the benchmark grid: (B, C, HW).
+DEPTHWISE_SHAPES = [(16, 96, 28), (16, 144, 14), (1, 144, 28)]
+
+
+def compute_cpu_depthwise() -> dict[str, Any]:
+    """The numba backend's depthwise 3×3 forward: how the B·C image planes are cut into
+    chunks (its own ``_chunk_size`` with the kernel's per-plane cost, kh·kw·Ho·Wo), and, on
+    one 5×5 plane with padding 1, which flat offsets of the zero-bordered 7×7 copy the nine
+    row walks of output row oh = 2 start from (``_window``: (oh + i)·Wp + j)."""
+    from minicond.backends import numba_cpu
+    planes = []
+    for B, C, side in DEPTHWISE_SHAPES:
+        n, item_cost = B * C, 9 * side * side
+        size = numba_cpu._chunk_size(n, item_cost, 0)
+        planes.append({"B": B, "C": C, "HW": side, "planes": n, "operations": n * item_cost,
+                       "inline": n * item_cost < numba_cpu.INLINE_COST,
+                       "chunks": [[s, min(n, s + size)] for s in range(0, n, size)]})
+    H = W = 5
+    Wp, oh = W + 2, 2
+    starts = [[(oh + i) * Wp + j for j in range(3)] for i in range(3)]
+    return {"INLINE_COST": numba_cpu.INLINE_COST, "shapes": planes,
+            "plane": {"H": H, "W": W, "padding": 1, "Wp": Wp, "oh": oh,
+                      "row_starts": starts}}
+
+
 # The engine's layers, top to bottom; each calls only the layer below it.
 LAYERS = [
     ("command line", ["cli.py", "train.py", "explain.py", "plots.py", "checkpoint.py",
@@ -383,6 +408,49 @@ def draw_cpu_chunks(plt: Any, d: dict[str, Any]) -> Any:
     return fig
 
 
+def draw_cpu_depthwise(plt: Any, d: dict[str, Any]) -> Any:
+    from matplotlib.patches import Rectangle
+    shapes, pl = d["shapes"], d["plane"]
+    fig, ax = _canvas(plt, 9, 4.6, (-3.9, 10.3), (-5.2, len(shapes) + 0.2))
+    colours = ["#aed6f1", "#5dade2"]
+    for n, item in enumerate(shapes):
+        y, N = len(shapes) - 1 - n, item["planes"]
+        for k, (s, e) in enumerate(item["chunks"]):
+            ax.add_patch(Rectangle((10 * s / N, y), 10 * (e - s) / N, 0.6,
+                                   fc="#f5cba7" if item["inline"] else colours[k % 2], ec="#444"))
+        per = item["chunks"][0][1] - item["chunks"][0][0]
+        how = ("inline, on the calling thread" if item["inline"] else
+               f"{len(item['chunks'])} chunks of {per} planes on the pool")
+        ax.text(-3.8, y + 0.3, f"B={item['B']}, C={item['C']}, {item['HW']}×{item['HW']}: "
+                f"{N} planes\n{how}", va="center", fontsize=7)
+    # one zero-bordered plane, flat, one cell per value; the nine row walks of output row oh
+    Wp, Hp = pl["Wp"], pl["H"] + 2 * pl["padding"]
+    cell, x0, y0 = 0.32, -3.6, -1.2
+    tap_colours = ["#e74c3c", "#27ae60", "#8e44ad"]
+    for r in range(Hp):
+        for c in range(Wp):
+            border = r in (0, Hp - 1) or c in (0, Wp - 1)
+            ax.add_patch(Rectangle((x0 + c * cell, y0 - r * cell), cell, cell,
+                                   fc="#eeeeee" if border else "#d6eaf8", ec="#999", lw=0.5))
+    for i, row in enumerate(pl["row_starts"]):
+        for j, start in enumerate(row):
+            r, c = divmod(start, Wp)
+            ax.add_patch(Rectangle((x0 + c * cell + 0.02 * j, y0 - r * cell + 0.02 * j),
+                                   pl["W"] * cell, cell, fill=False, ec=tap_colours[i],
+                                   lw=1.2))
+    ax.text(x0 + Wp * cell + 0.4, y0 - 1.2,
+            f"one plane, zero-bordered ({Hp}×{Wp}, grey the zeros), read in place:\n"
+            f"output row oh = {pl['oh']} is the sum over the taps (i, j) of w[i, j] times the "
+            f"row\nstarting at (oh + i)·Wp + j (boxes, one colour per i), {pl['W']} contiguous "
+            "values:\na vectorised multiply-add per tap, no bounds tests. The weight "
+            "gradient walks the\nsame rows: per tap, a row of per-column sums over oh, "
+            "then their sum.", va="center", fontsize=7)
+    ax.set_title("numba backend, depthwise conv2d (3×3): the B·C planes (each with its own "
+                 "kernel) cut into chunks, so one\nexample fills every thread; chunks "
+                 "depend on the shapes only, never on the thread count.", fontsize=8)
+    return fig
+
+
 def draw_layer_stack(plt: Any, d: dict[str, Any]) -> Any:
     layers = d["layers"]
     fig, ax = _canvas(plt, 8, 5.6, (0, 10), (0, len(layers) * 1.0 + 0.3))
@@ -430,6 +498,7 @@ FIGURES: dict[str, tuple[Callable[[], dict[str, Any]], Callable[[Any, dict[str, 
     "padding_modes": (compute_padding_modes, draw_padding_modes),
     "cuda_gemm_tiling": (compute_cuda_gemm_tiling, draw_cuda_gemm_tiling),
     "cpu_chunks": (compute_cpu_chunks, draw_cpu_chunks),
+    "cpu_depthwise": (compute_cpu_depthwise, draw_cpu_depthwise),
     "layer_stack": (compute_layer_stack, draw_layer_stack),
     "condconv_block": (compute_condconv_block, draw_condconv_block),
 }
