@@ -12,9 +12,13 @@ is the convolution family, where NumPy needs Python loops or large temporaries:
   column gradients back with a compiled ``col2im``. A per-example kernel
   ``[B, Cout, Cin/G, kh, kw]`` (CondConv) takes the same path: the batched product pairs
   example b's kernel with example b's columns, so CondConv costs one convolution, not E.
-  Two shapes skip the columns: a 1×1 kernel with stride 1 and no padding (the input is its
-  own column matrix) and a depthwise kernel (one channel per group), which has direct
-  compiled kernels instead of B·C tiny products.
+  The path is chosen by shape, in this order (the one place that decides it):
+  1. depthwise (one input and one output channel per group, ``_is_depthwise``): direct
+     compiled kernels instead of B·C tiny products, over the B·C image planes
+     [B·C, 1, H, W], each with its own kernel, so that a batch-1 call splits too;
+  2. 1×1 with stride 1 and no padding (``_is_pointwise``): the input is its own column
+     matrix, no im2col;
+  3. everything else: im2col + ``np.matmul`` (+ col2im) per chunk of examples.
 * ``mix_experts`` (K_b = Σ_e r_be W_e) and its gradients gr = gK·Wᵀ and gW = rᵀ·gK are
   matrix products.
 * ``pad``/``pad_backward`` gather and scatter through per-axis source indices.
