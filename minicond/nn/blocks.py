@@ -144,8 +144,11 @@ class InvertedResidual(Module):
                  stride: int = 1, expand_ratio: float = 6.0, se_channels: int = 0,
                  activation: str = "silu", padding: str = "symmetric", bn_eps: float = 1e-5,
                  bn_momentum: float = 0.1, drop_path_rate: float = 0.0, channel_divisor: int = 1,
-                 dtype: Any = None, backend: Any = None, num_experts: int = 0) -> None:
+                 dtype: Any = None, backend: Any = None, *, _num_experts: int = 0) -> None:
+        # ``_num_experts`` > 0 (set only by CondConvInvertedResidual, which also routes) makes
+        # the three convolutions CondConv2d layers.
         super().__init__()
+        num_experts = _num_experts
         owner = self.owner
         o = _BlockOptions(owner, in_channels, out_channels, kernel_size, stride, activation,
                           padding, drop_path_rate, se_channels)
@@ -255,7 +258,7 @@ class CondConvInvertedResidual(InvertedResidual):
         experts = check_int(owner, "num_experts", num_experts, 1)
         super().__init__(in_channels, out_channels, kernel_size, stride, expand_ratio,
                          se_channels, activation, padding, bn_eps, bn_momentum, drop_path_rate,
-                         channel_divisor, dtype, backend, num_experts=experts)
+                         channel_divisor, dtype, backend, _num_experts=experts)
         self.routing = check_choice(owner, "routing", routing, ROUTINGS)
         self.temperature = check_float(owner, "temperature", temperature, 0.0, float("inf"),
                                        low_open=True, high_open=True)
