@@ -198,7 +198,6 @@ REFUSING = {
     "Mul": lambda x: x * x,
     "Neg": lambda x: -x,
     "Exp": lambda x: x.exp(),
-    "Sum": lambda x: x.sum(),
     "Mean": lambda x: x.mean(),
     "Relu": lambda x: x.relu(),
     "Softmax": lambda x: x.softmax(-1),
@@ -223,3 +222,16 @@ def test_shape_ops_and_indexing_move_int_and_bool():
     mask = labels > 2
     np.testing.assert_array_equal(mask[:, 0].numpy(), [False, True])
     np.testing.assert_array_equal(labels.flatten().numpy(), np.arange(6))
+
+
+def test_int_and_bool_tensors_sum_to_int64_like_torch(backend):
+    a = np.array([[3, -1, 2], [0, 5, -4]])
+    for src in (a, a > 0):
+        for dim, keepdim in ((None, False), (0, False), (1, True), ((0, 1), True)):
+            y = mc.tensor(src, backend=backend).sum(dim, keepdim=keepdim)
+            yt = torch.tensor(src).sum(() if dim is None else dim, keepdim=keepdim) \
+                if dim is not None else torch.tensor(src).sum()
+            assert y.dtype == np.int64 and not y.requires_grad
+            np.testing.assert_array_equal(y.numpy(), yt.numpy())
+    pred, labels = mc.tensor([1, 2, 0, 2]), mc.tensor([1, 0, 0, 2])
+    assert (pred == labels).sum().item() == 3

@@ -258,8 +258,14 @@ class Amax(Function):
 
 
 def sum(x: Tensor, dim: Any = None, keepdim: bool = False) -> Tensor:  # noqa: A001
+    """``torch.sum``; int64 and bool tensors sum to int64 without gradient (counting
+    ``(pred == labels).sum()``), as in PyTorch."""
     x = check_tensor("sum", "x", x)
-    return Sum.apply(x, _axes("sum", x, dim), bool(keepdim))
+    axes = _axes("sum", x, dim)
+    if x.dtype.kind != "f":
+        be = x.backend
+        return Tensor(be.sum(be.astype(x.data, np.int64), axes, bool(keepdim)), be)
+    return Sum.apply(x, axes, bool(keepdim))
 
 
 def mean(x: Tensor, dim: Any = None, keepdim: bool = False) -> Tensor:
