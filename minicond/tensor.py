@@ -260,9 +260,14 @@ class Tensor:
         return F.Neg.apply(self)
 
     def __pow__(self, exponent: Any) -> Tensor:
+        if isinstance(exponent, Tensor):
+            return F.pow(self, exponent)
         if not isinstance(exponent, numbers.Real) or isinstance(exponent, bool):
-            raise TypeError(f"**: exponent={exponent!r} must be a real number (scalar power)")
+            raise TypeError(f"**: exponent={exponent!r} must be a real number or a Tensor")
         return F.Pow.apply(self, exponent=float(exponent))
+
+    def __rpow__(self, base: Any) -> Tensor:
+        return F.pow(self._lift(base), self)
 
     def __matmul__(self, other: Any) -> Tensor:
         return F.matmul(self, other)
@@ -382,11 +387,8 @@ class Tensor:
         return F.sqrt(self)
 
     def pow(self, exponent: Any) -> Tensor:
-        """``self ** exponent`` for a real number ``exponent``."""
-        if isinstance(exponent, Tensor):
-            raise TypeError("pow: exponent must be a real number; tensor exponents are not "
-                            "supported (for a positive base, use (exponent * x.log()).exp())")
-        return self ** exponent
+        """``self ** exponent`` for a real number or a tensor ``exponent``."""
+        return F.pow(self, exponent)
 
     def min(self, dim: Any = None, keepdim: bool = False) -> Any:
         """The smallest element, or ``(values, indices)`` along ``dim`` (PyTorch's ``min``)."""

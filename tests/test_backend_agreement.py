@@ -173,7 +173,7 @@ def test_compare_and_where(other, limit, dtype, data, kind):
     agree(other, "where", (cond, a, b), dtype, exact=True)
 
 
-@covers("add", "sub", "mul", "div", "gt", "eq")
+@covers("add", "sub", "mul", "div", "gt", "eq", "power_tensor")
 @fixture_settings
 @given(data=st.data())
 def test_binary_elementwise(other, limit, dtype, data):
@@ -183,6 +183,7 @@ def test_binary_elementwise(other, limit, dtype, data):
     for name in ("add", "sub", "mul"):
         agree(other, name, (a, b), dtype)
     agree(other, "div", (a, np.sign(b) * (np.abs(b) + 0.5)), dtype)
+    agree(other, "power_tensor", (np.abs(a) + 0.1, b), dtype)
     # equal values must occur for eq/gt to be tested: round to a coarse grid
     a, b = np.round(a), np.round(b)
     agree(other, "gt", (a, b), dtype, exact=True)

@@ -396,6 +396,22 @@ def test_abs_sqrt_pow(backend, size_limit, seed, data):
     check(lambda x: x.pow(3), lambda x: x.pow(3), [a], backend)
 
 
+@few
+@given(seed=seeds, data=st.data())
+def test_pow_with_a_tensor_exponent(backend, size_limit, seed, data):
+    bs = data.draw(mutually_broadcastable_shapes(num_shapes=2, max_dims=3,
+                                                 max_side=side(size_limit)))
+    sa, sb = bs.input_shapes
+    base, exponent = values(sa, seed, 0.3, 2.0), values(sb, seed + 1, -2.0, 2.0)
+    check(lambda a, b: a.pow(b), torch.pow, [base, exponent], backend)
+    check(lambda b: 2.5 ** b, lambda b: 2.5 ** b, [exponent], backend)
+
+
+def test_pow_exponent_gradient_at_a_zero_base_is_zero_like_torch(backend):
+    compare_with_torch(lambda a, b: a ** b, torch.pow,
+                       [np.array([0.0, 0.0, 2.0]), np.array([0.0, 2.0, 3.0])], backend)
+
+
 def test_abs_gradient_at_zero_is_zero_like_torch(backend):
     compare_with_torch(lambda x: x.abs(), torch.abs, [np.array([-1.0, 0.0, 0.0, 2.0])],
                        backend)
@@ -454,7 +470,8 @@ def test_std_gradient_of_a_constant_slice_is_zero_like_torch(backend):
     (lambda x: x.var(0, unbiased=True, correction=1), ValueError, "var: give unbiased"),
     (lambda x: x.std(correction=-1), ValueError, "std: correction=-1"),
     (lambda x: x.var(unbiased="yes"), TypeError, "var: unbiased='yes'"),
-    (lambda x: x.pow(x), TypeError, "pow: exponent"),
+    (lambda x: x.pow("2"), TypeError, "pow: exponent='2'"),
+    (lambda x: x.pow(mc.tensor(np.ones(4), backend="numpy")), ValueError, "pow: x of shape"),
 ])
 def test_bad_arguments_name_the_argument(call, exc, pattern):
     with pytest.raises(exc, match=pattern):

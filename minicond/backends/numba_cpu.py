@@ -74,6 +74,7 @@ from .numpy_ref import (  # noqa: F401 - re-exported as this backend's kernels
     neg,
     permute,
     power,
+    power_tensor,
     relu,
     reshape,
     sigmoid,

@@ -575,6 +575,10 @@ def power(a, p):
     return out
 
 
+def power_tensor(a, b):
+    return _zip("power", a, b)
+
+
 # --- reductions and shape ----------------------------------------------------------------------
 
 @functools.cache
@@ -1342,7 +1346,7 @@ def kernel_signatures(dtype) -> list[tuple[str, Callable, tuple]]:
                       (barr, arr, arr, tup(2), tup(2), tup(2))))
     for op in ("neg", "exp", "log", "sqrt", "relu", "sigmoid"):
         cases.append((op, _map_kernel(op, dt), (arr, arr)))
-    for op in ("add", "sub", "mul", "div", "gt", "eq"):
+    for op in ("add", "sub", "mul", "div", "gt", "eq", "power"):
         for nd in (1, 3):
             cases.append((f"{op}[{nd}d]", _zip_kernel(op, dt),
                           (arr, arr, arr, tup(nd), tup(nd), tup(nd))))

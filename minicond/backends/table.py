@@ -25,7 +25,8 @@ Creation and transfer
     ``dropout_mask(shape, p, dtype, seed)``  0 with probability ``p``, else ``1/(1-p)``
 
 Elementwise (binary kernels broadcast like NumPy)
-    ``add sub mul div gt eq maximum minimum`` (a, b);  ``power(a, p)``
+    ``add sub mul div gt eq maximum minimum`` (a, b);  ``power(a, p)`` (a number p);
+    ``power_tensor(a, b)`` (aᵇ elementwise)
     ``neg exp log log1p sqrt relu sigmoid tanh erf`` (a)
     ``gt``/``eq`` return 1.0 where true and 0.0 elsewhere, in the inputs' dtype;
     ``maximum``/``minimum`` return NaN where either input is NaN (as NumPy's).
@@ -72,6 +73,7 @@ KERNELS: tuple[str, ...] = (
     # elementwise
     "add", "sub", "mul", "div", "gt", "eq", "neg", "exp", "log", "sqrt", "relu", "sigmoid",
     "power", "maximum", "minimum", "log1p", "tanh", "erf", "compare", "where",
+    "power_tensor",
     # reductions and shape
     "sum", "max", "argmax", "reshape", "permute", "broadcast_to", "gather", "scatter_add",
     # linear algebra and activations

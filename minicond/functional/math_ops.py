@@ -135,6 +135,58 @@ class Sqrt(Function):
         return (be.div(g, be.mul(be.full((), 2, y.dtype), y)),)
 
 
+class PowTensor(Function):
+    """y = aᵇ elementwise, both tensors (broadcasting):
+
+        ∂L/∂a = g·b·aᵇ⁻¹,    ∂L/∂b = g·aᵇ·ln a = g·y·ln a,
+
+    with ∂L/∂a taken as 0 where b = 0 (aᵇ is constant 1 there), and ∂L/∂b as 0 where a = 0
+    and b ≥ 0 (y is 0 or 1 there, and y·ln a is read as its limit 0), as PyTorch does; for
+    a < 0, ln a and so ∂L/∂b are NaN, also as in PyTorch.
+    """
+
+    @staticmethod
+    def forward(ctx, a, b):
+        y = ctx.backend.power_tensor(a, b)
+        ctx.save_for_backward(a, b, y)
+        return y
+
+    @staticmethod
+    def backward(ctx, g):
+        a, b, y = ctx.saved
+        be = ctx.backend
+        ga = gb = None
+        zero, one = be.full((), 0, a.dtype), be.full((), 1, a.dtype)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            if ctx.needs_input_grad[0]:
+                # b = 0 contributes b·(…) = 0 (PyTorch's rule, also at a = 0): evaluate the
+                # power there with exponent 0 instead of −1, so that no 0⁻¹ is formed
+                b_safe = be.where(be.compare(b, zero, "eq"), one, b)
+                ga = be.mul(g, be.mul(b, be.power_tensor(a, be.sub(b_safe, one))))
+            if ctx.needs_input_grad[1]:
+                false = be.full((), False, np.bool_)
+                limit = be.where(be.compare(b, zero, "ge"), be.compare(a, zero, "eq"), false)
+                log_a = be.log(be.where(limit, one, a))       # ln 0 is never formed
+                gb = be.where(limit, zero, be.mul(g, be.mul(y, log_a)))
+        return ga, gb
+
+
+def pow(x: Tensor, exponent: Any) -> Tensor:  # noqa: A001
+    """``torch.pow``: ``x ** exponent`` for a real number or a tensor ``exponent``
+    (broadcasting); a number base with a tensor exponent is ``Tensor.__rpow__``."""
+    x = check_tensor("pow", "x", x)
+    if isinstance(exponent, Tensor):
+        try:
+            np.broadcast_shapes(x.shape, exponent.shape)
+        except ValueError:
+            raise ValueError(f"pow: x of shape {x.shape} and exponent of shape "
+                             f"{exponent.shape} do not broadcast") from None
+        return PowTensor.apply(x, exponent)
+    if isinstance(exponent, bool) or not isinstance(exponent, numbers.Real):
+        raise TypeError(f"pow: exponent={exponent!r} must be a real number or a Tensor")
+    return x ** exponent
+
+
 def _bound(name: str, value: Any) -> float | None:
     if value is None:
         return None
