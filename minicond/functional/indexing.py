@@ -23,6 +23,7 @@ import numpy as np
 from .._validate import check_tensor
 from ..autograd import Function
 from ..tensor import FLOAT_DTYPES, Tensor, bool_, get_default_dtype, int64
+from .basic import _axes
 
 # --- indexing ----------------------------------------------------------------------------------
 
@@ -90,7 +91,7 @@ def positions(shape: tuple[int, ...], index: Any) -> np.ndarray:
         raise TypeError(f"index: {err}; index={index!r}") from None
 
 
-def index(x: Tensor, index: Any) -> Tensor:  # noqa: A001 - same role as Tensor.__getitem__
+def index(x: Tensor, index: Any) -> Tensor:
     """``x[index]`` with PyTorch's (NumPy's) rules for ints, slices, ``None``, ``...``, integer
     arrays and boolean masks; differentiable for float tensors."""
     x = check_tensor("index", "x", x)
@@ -233,8 +234,6 @@ def argmax(x: Tensor, dim: int | None = None, keepdim: bool = False) -> Tensor:
     """``torch.argmax``: int64 positions of the largest values along ``dim`` (the first one on
     ties, the first NaN if any), or the flat position in the whole tensor when ``dim`` is
     None. Not differentiable."""
-    from .basic import _axes
-
     x = check_tensor("argmax", "x", x)
     if x.dtype not in FLOAT_DTYPES + (int64,):
         raise TypeError(f"argmax: x has dtype {x.dtype}; expected float32, float64 or int64")
