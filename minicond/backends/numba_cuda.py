@@ -33,6 +33,7 @@ import contextlib
 import functools
 import math
 import sys
+import threading
 import warnings
 from collections.abc import Callable
 
@@ -50,6 +51,7 @@ try:
         xoroshiro128p_next,
         xoroshiro128p_uniform_float64,
     )
+    from numba.np import numpy_support as _numpy_support
     from numba.np.numpy_support import from_dtype as _from_dtype
 except ImportError as err:  # pragma: no cover - numba-cuda is a dependency; this reports it
     _IMPORT_ERROR: ImportError | None = err
@@ -63,6 +65,38 @@ name = "cuda"
 # The table defines ``sum`` and ``max``; host and device code use these for the builtins.
 _min, _max = builtins.min, builtins.max
 
+def _simulator_shared_arrays_under_a_lock() -> None:
+    """Make the simulator's ``cuda.shared.array`` safe for the threads of a block.
+
+    The simulator gives a block one array per source line: the first thread to reach the line
+    looks it up in a dict, misses and stores a new one. Two threads that both miss before
+    either stores get different arrays, and the block then computes a wrong result now and
+    then (seen as rare wrong GEMM results under load). The same lookup under a lock closes
+    that window; the key is the caller's (file, line), as in the simulator."""
+    from numba.cuda.simulator import kernelapi
+
+    unlocked = kernelapi.FakeCUDAShared.array
+    lock = threading.Lock()
+
+    def array(self, shape, dtype, alignment=None):
+        caller = sys._getframe(1)
+        key = (caller.f_code.co_filename, caller.f_lineno)
+        if shape == 0 or alignment is not None:     # dynamic shared memory; errors as before
+            return unlocked(self, shape, dtype, alignment)
+        with lock:
+            res = self._allocations.get(key)
+            if res is None:
+                res = self._allocations[key] = np.empty(shape, np.dtype(_as_numpy(dtype)))
+            return res
+
+    kernelapi.FakeCUDAShared.array = array
+
+
+def _as_numpy(dtype):
+    """A Numba type (as kernels pass to ``cuda.shared.array``) or NumPy dtype as NumPy's."""
+    return _numpy_support.as_dtype(dtype) if isinstance(dtype, _nbt.Type) else dtype
+
+
 # Launch geometry. On a GPU: 256 threads per block for flat kernels and reductions; GEMM
 # tiles of 64×64 outputs, 16 deep, with a 4×4 register block per thread (256 threads). In the
 # simulator every CUDA thread is a Python thread, so the same code runs with 4-thread blocks
@@ -73,6 +107,7 @@ if SIMULATOR:
     # The simulator's block manager polls its threads in a loop that holds the GIL; with the
     # default 5 ms switch interval each simulated block waits mostly for the GIL.
     sys.setswitchinterval(_min(sys.getswitchinterval(), 2e-4))
+    _simulator_shared_arrays_under_a_lock()
 else:
     THREADS, MAX_BLOCKS, REDUCE_THREADS = 256, 8192, 256
     TILE_M, TILE_N, TILE_K, REG_M, REG_N = 64, 64, 16, 4, 4
