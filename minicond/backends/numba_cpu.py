@@ -316,16 +316,16 @@ def _gather_products(out, g, v, sw, n):
 def _im2col_kernel(x, cols, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo):
     """cols[b, (c, i, j), oh·Wo + ow] = x[b, c, oh·sh − ph + i·dh, ow·sw − pw + j·dw], zero
     outside x, read through the zero-bordered plane (no bounds tests, non-negative offsets)."""
-    nb, C = x.shape[0], x.shape[1]
+    C = x.shape[1]
     padded, Wp = _bordered_plane(x, ph, pw)
-    for b in range(nb):
-        for c in range(C):
-            _fill_padded(x[b, c], padded, ph, pw, Wp)
-            for i in range(kh):
-                for j in range(kw):
-                    d = cols[b, (c * kh + i) * kw + j]
-                    for oh in range(Ho):
-                        _copy_row(d[oh * Wo:], _window(padded, oh, i, j, sh, dh, dw, Wp), sw, Wo)
+    for plane in range(x.shape[0] * C):
+        b, c = plane // C, plane % C
+        _fill_padded(x[b, c], padded, ph, pw, Wp)
+        for tap in range(kh * kw):                  # row (c, i, j) = c·kh·kw + tap
+            i, j = tap // kw, tap % kw
+            d = cols[b, c * kh * kw + tap]
+            for oh in range(Ho):
+                _copy_row(d[oh * Wo:], _window(padded, oh, i, j, sh, dh, dw, Wp), sw, Wo)
 
 
 @njit(cache=True, nogil=True)
