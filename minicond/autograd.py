@@ -1,7 +1,7 @@
 """Reverse-mode automatic differentiation: Function, Context, and the backward pass.
 
-Layer: above the backends, below ``functional``. A :class:`Function` subclass states one op:
-``forward(ctx, *arrays)`` computes the output from backend arrays and saves what the
+Layer (docs/architecture.md): above the backends, below ``functional``. A :class:`Function` subclass
+states one op: ``forward(ctx, *arrays)`` computes the output from backend arrays and saves what the
 gradient needs; ``backward(ctx, grad)`` returns one gradient per positional input (``None``
 for inputs that are not tensors or need none). Broadcasting is undone here, once, in
 :func:`unbroadcast`, so no op's backward deals with it.

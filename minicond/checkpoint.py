@@ -1,8 +1,8 @@
 """Checkpoint files: atomic saving and checked loading of a nested training state.
 
-Layer: beside ``train.py``, above ``nn``/``optim``/``data``. A state is any nesting of dicts
-(string keys), lists, NumPy arrays and JSON scalars: model and optimizer state dicts, the
-loader position, the random generator, epoch and metrics.
+Layer (docs/architecture.md): beside ``train.py``, above ``nn``/``optim``/``data``. A state is any
+nesting of dicts (string keys), lists, NumPy arrays and JSON scalars: model and optimizer state
+dicts, the loader position, the random generator, epoch and metrics.
 
 File format: a zip archive (NumPy's ``.npz`` layout) holding every array as ``arrays/<k>.npy``
 and ``state.json``, the state with each array replaced by ``{"__array__": k}``, plus a format

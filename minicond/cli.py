@@ -1,7 +1,8 @@
 """The ``minicond`` command: ``train``, ``compare``, ``explain`` and ``predict``.
 
-Layer: top. Parses arguments with argparse (a bad argument exits with status 2 and a message
-naming it), builds a :class:`~minicond.train.TrainConfig` and hands it to ``train.py``.
+Layer (docs/architecture.md): top. Parses arguments with argparse (a bad argument exits with status
+2 and a message naming it), builds a :class:`~minicond.train.TrainConfig` and hands it to
+``train.py``.
 
 Every subcommand runs through :func:`run_command`, the one place that turns errors into a
 one-line message and an exit status (the README's table): 0 done; 1 the command ran and

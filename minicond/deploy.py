@@ -1,6 +1,7 @@
 """Inference copies of trained models: batch norms folded into the convolutions before them.
 
-Layer: above ``nn`` (beside ``models``). :func:`fold_batchnorm` is the one entry point.
+Layer (docs/architecture.md): above ``nn`` (beside ``models``). :func:`fold_batchnorm` is the one
+entry point.
 
 In eval mode a BatchNorm2d is a fixed per-channel affine map, so after a convolution it can be
 merged into the convolution's kernel and bias, and the network skips one full pass over every

@@ -1,7 +1,8 @@
 """Weights in and out: PyTorch/timm state dicts and safetensors files.
 
-Layer: beside ``nn``. PyTorch is not imported: anything with ``.detach().cpu().numpy()`` (a
-torch tensor) or ``np.asarray`` support is accepted, and what goes out is NumPy arrays.
+Layer (docs/architecture.md): beside ``nn``. PyTorch is not imported: anything with
+``.detach().cpu().numpy()`` (a torch tensor) or ``np.asarray`` support is accepted, and what goes
+out is NumPy arrays.
 
 Key layouts. minicond's own keys are timm's for the models of ``minicond.models`` (one to
 one, ``num_batches_tracked`` included). Two differences are bridged here:

@@ -1,9 +1,9 @@
 """Optimizers (SGD, Adam, AdamW), a cosine learning-rate schedule with linear warmup, and
 gradient-norm clipping, with PyTorch's update rules.
 
-Layer: beside ``nn`` (it updates Parameters). Every update is computed with the parameter's
-own backend kernels on backend arrays, so on the CUDA backend parameters, gradients and
-optimizer state never leave the device; hyper-parameters enter as 0-d backend arrays. Kernels
+Layer (docs/architecture.md): beside ``nn`` (it updates Parameters). Every update is computed with
+the parameter's own backend kernels on backend arrays, so on the CUDA backend parameters, gradients
+and optimizer state never leave the device; hyper-parameters enter as 0-d backend arrays. Kernels
 return new arrays, so an update rebinds ``p.data`` (and each state entry) instead of writing
 in place. ``state_dict()`` holds NumPy copies, for checkpoints.
 

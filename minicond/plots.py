@@ -1,7 +1,8 @@
 """Pictures of a training run: loss/accuracy curves and the routing weights per class.
 
-Layer: top, used by ``train.py``. matplotlib is optional (the ``plot`` extra): without it,
-:func:`write_plots` still writes ``routing.json`` and returns a one-line note instead of PNGs.
+Layer (docs/architecture.md): top, used by ``train.py``. matplotlib is optional (the ``plot``
+extra): without it, :func:`write_plots` still writes ``routing.json`` and returns a one-line note
+instead of PNGs.
 """
 
 from __future__ import annotations

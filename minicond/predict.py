@@ -1,6 +1,6 @@
 """``minicond predict``: classify images and show which experts each CondConv block chose.
 
-Layer: top, beside ``train.py``. Two kinds of model:
+Layer (docs/architecture.md): top, beside ``train.py``. Two kinds of model:
 
 * an ImageNet model of ``minicond.models`` (``--model``), with its weights from a
   safetensors file (``--weights``, e.g. timm's ``model.safetensors``) or, without one, random

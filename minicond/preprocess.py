@@ -1,6 +1,7 @@
 """Images in: decoding with Pillow and each model's evaluation preprocessing, in NumPy.
 
-Layer: beside ``data.py``, below ``predict.py``; needs Pillow, nothing else beyond NumPy.
+Layer (docs/architecture.md): beside ``data.py``, below ``predict.py``; needs Pillow, nothing else
+beyond NumPy.
 
 A pretrained ImageNet model expects its input prepared exactly as it was evaluated. The
 model's ``pretrained_cfg`` names the recipe: ``input_size`` (C, H, W), ``crop_pct``,

@@ -1,8 +1,8 @@
 """Counting multiply-adds (MACs) per image, the cost measure of the CondConv paper.
 
-Layer: beside ``train.py``, above ``nn``. :func:`count_macs` runs one image through the model
-in eval mode, watching every layer through forward hooks (removed again afterwards), and, for
-every layer called, counts from the shapes it actually saw:
+Layer (docs/architecture.md): beside ``train.py``, above ``nn``. :func:`count_macs` runs one image
+through the model in eval mode, watching every layer through forward hooks (removed again
+afterwards), and, for every layer called, counts from the shapes it actually saw:
 
     Conv2d       Cout·Ho·Wo · (Cin/g)·kh·kw
     CondConv2d   the same single convolution, plus mixing the experts into one kernel,

@@ -1,9 +1,9 @@
 """``mc.save(obj, path)`` and ``mc.load(path)``: state dicts and nested containers in the
 checkpoint file format, never pickle.
 
-Layer: beside ``checkpoint.py``, whose writer and reader do the work: the file is the same
-zip of ``.npy`` arrays plus a JSON skeleton, written atomically (a temporary file, fsync,
-rename, so a failed save leaves the previous file as it was), and checked on reading (CRCs,
+Layer (docs/architecture.md): beside ``checkpoint.py``, whose writer and reader do the work: the
+file is the same zip of ``.npy`` arrays plus a JSON skeleton, written atomically (a temporary file,
+fsync, rename, so a failed save leaves the previous file as it was), and checked on reading (CRCs,
 format tag, SHA-256 of the arrays). Loading therefore runs no code from the file.
 
 What can be saved: dicts, lists and tuples, nested in any way, of NumPy arrays of numbers or

@@ -1,7 +1,7 @@
 """The Tensor: a backend array, the backend that owns it, and its place in the autograd graph.
 
-Layer: with ``autograd.py``, above the backends. Every differentiable method forwards to a
-Function in ``minicond.functional``; this file holds no math of its own.
+Layer (docs/architecture.md): with ``autograd.py``, above the backends. Every differentiable method
+forwards to a Function in ``minicond.functional``; this file holds no math of its own.
 """
 
 from __future__ import annotations

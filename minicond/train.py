@@ -1,7 +1,7 @@
 """The training loop behind ``minicond train`` and ``minicond compare``.
 
-Layer: top, beside ``cli.py``. One :class:`TrainConfig` says what to train; :func:`train` runs
-it and writes, into ``config.out``:
+Layer (docs/architecture.md): top, beside ``cli.py``. One :class:`TrainConfig` says what to train;
+:func:`train` runs it and writes, into ``config.out``:
 
 * ``latest.ckpt`` after every epoch (and on Ctrl-C), ``best.ckpt`` when the test accuracy
   improves: model, optimizer, loader position, random generator, epoch and metrics, written

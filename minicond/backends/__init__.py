@@ -1,7 +1,8 @@
 """Backend registry: resolves the names ``"numpy"``, ``"numba"`` and ``"cuda"`` to kernel tables.
 
-Layer: bottom. A backend is a module defining every kernel of :data:`table.KERNELS`. Modules
-are imported on first use, so importing minicond never needs Numba's JIT or a CUDA driver.
+Layer (docs/architecture.md): bottom. A backend is a module defining every kernel of
+:data:`table.KERNELS`. Modules are imported on first use, so importing minicond never needs Numba's
+JIT or a CUDA driver.
 """
 
 from __future__ import annotations

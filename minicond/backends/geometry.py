@@ -1,6 +1,6 @@
 """Convolution and padding geometry, written once for the three backends.
 
-Layer: bottom. Two kinds of code live here:
+Layer (docs/architecture.md): bottom. Two kinds of code live here:
 
 * host helpers, called in Python by every backend: the padding modes, the output size of a
   convolution, the grouped view of a weight;

@@ -1,9 +1,9 @@
 """The CUDA backend: every kernel of the table as a ``@cuda.jit`` kernel on device arrays.
 
-Layer: bottom (see ``table.py`` for the signatures). Arrays are Numba device arrays from
-``from_numpy`` to ``to_numpy``: no kernel here copies data back to the host, so a training step
-(forward, backward, optimizer update) stays on the GPU. The only host-to-device copies besides
-``from_numpy`` are the flat positions of ``gather``/``scatter_add`` (they arrive as NumPy
+Layer (docs/architecture.md): bottom (see ``table.py`` for the signatures). Arrays are Numba device
+arrays from ``from_numpy`` to ``to_numpy``: no kernel here copies data back to the host, so a
+training step (forward, backward, optimizer update) stays on the GPU. The only host-to-device copies
+besides ``from_numpy`` are the flat positions of ``gather``/``scatter_add`` (they arrive as NumPy
 arrays, computed from shapes alone) and the random-number states of ``dropout_mask``.
 
 Kernel families (``docs/cuda.md`` has the thread-to-output maps and the tiling):

@@ -1,8 +1,8 @@
 """The NumPy reference backend: every kernel of the table, written to be read.
 
-Layer: bottom (see ``table.py`` for the signatures). This is the oracle: the Numba CPU and
-CUDA backends are tested against it, so each kernel here favours the obvious formula over
-speed. Convolution is im2col followed by a matrix product; its two gradients are the
+Layer (docs/architecture.md): bottom (see ``table.py`` for the signatures). This is the oracle: the
+Numba CPU and CUDA backends are tested against it, so each kernel here favours the obvious formula
+over speed. Convolution is im2col followed by a matrix product; its two gradients are the
 transposes of those two linear maps.
 """
 

@@ -1,6 +1,6 @@
 """The kernel table: the names and signatures every backend implements.
 
-Layer: the bottom of DESIGN.md's stack. Functions in ``minicond.functional`` call
+Layer (docs/architecture.md): the bottom of the stack. Functions in ``minicond.functional`` call
 ``x.backend.<kernel>(...)`` and never ask which backend they hold. A backend is a module that
 defines every name in :data:`KERNELS` with the signature documented here; ``numpy_ref`` is the
 readable oracle the other backends are tested against.

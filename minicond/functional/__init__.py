@@ -1,8 +1,8 @@
 """Differentiable operations: one Function per op, forward and backward side by side.
 
-Layer: above ``autograd``/``tensor``, below ``nn``. Each public function validates its
-arguments in Python, then applies its Function, whose docstring states the forward formula
-and the hand-derived gradient.
+Layer (docs/architecture.md): above ``autograd``/``tensor``, below ``nn``. Each public function
+validates its arguments in Python, then applies its Function, whose docstring states the forward
+formula and the hand-derived gradient.
 """
 
 from .activation import (

@@ -1,9 +1,9 @@
 """Activations beyond ``basic.py``'s ReLU and sigmoid: SiLU (swish), tanh, GELU (exact and
 tanh-approximated), leaky ReLU, softplus and hard swish.
 
-Layer: ``functional``. Notation: ``g`` is ∂L/∂y. Each Function's docstring holds its
-derivation; ``docs/math/activations.md`` collects them. The selections ("x if x > 0 else …")
-are written as products with 0/1 masks from the ``gt`` kernel, so no backend needs a
+Layer (docs/architecture.md): ``functional``. Notation: ``g`` is ∂L/∂y. Each Function's docstring
+holds its derivation; ``docs/math/activations.md`` collects them. The selections ("x if x > 0 else
+…") are written as products with 0/1 masks from the ``gt`` kernel, so no backend needs a
 ``where`` kernel; where a masked-out branch could be infinite, its argument is clipped first
 so that no 0·∞ = NaN appears.
 """

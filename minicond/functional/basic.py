@@ -1,8 +1,8 @@
 """Elementwise arithmetic, reductions, reshaping, matmul and softmax, each with its backward.
 
-Layer: ``functional``. Notation: ``g`` is ∂L/∂y for the op's output ``y``. Broadcasting in
-binary ops is undone centrally (``autograd.unbroadcast``), so each backward below returns
-gradients of the broadcast shape.
+Layer (docs/architecture.md): ``functional``. Notation: ``g`` is ∂L/∂y for the op's output ``y``.
+Broadcasting in binary ops is undone centrally (``autograd.unbroadcast``), so each backward below
+returns gradients of the broadcast shape.
 """
 
 from __future__ import annotations

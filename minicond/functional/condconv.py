@@ -1,21 +1,23 @@
 """CondConv: mix E expert kernels per example, then convolve once.
 
-Layer: ``functional``. Shapes: x [B, Cin, H, W], routing weights r [B, E], experts
-W [E, Cout, Cin/g, kh, kw], bias [Cout] (static) or [E, Cout] (mixed per example).
+Layer (docs/architecture.md): ``functional``. Shapes: x [B, Cin, H, W], routing weights r [B, E],
+experts Θ [E, Cout, Cin/G, kh, kw] (``weight``), bias [Cout] (static) or [E, Cout] (mixed per
+example). Symbols: the notation table of docs/math/README.md.
 
 Forward:
 
-    K_b = Σ_e r_be · W_e                 one small GEMM, [B, E] × [E, Cout·Cin/g·kh·kw]
-    y_b = conv(x_b, K_b) + β_b           β_b = bias, or Σ_e r_be · bias_e when mixed
+    K_b = Σ_e r_be · Θ_e                 one small GEMM, [B, E] × [E, Cout·Cin/G·kh·kw]
+    y_b = conv(x_b, K_b) + bias_b        bias_b = bias, or Σ_e r_be · bias_e when mixed
 
-Backward, given g = ∂L/∂y:
+Backward, given gy = ∂L/∂y:
 
-    gK_b  = Σ_{i,j} g_b · cols(x_b)ᵀ     the conv weight gradient, kept per example
-    gW_e  = Σ_b r_be · gK_b              rᵀ · gK
-    gr_be = ⟨gK_b, W_e⟩ (+ ⟨Σ_ij g_b, bias_e⟩ when mixed)     gK · Wᵀ
-    gx_b  = convᵀ(g_b, K_b)              the input gradient with the example's own kernel
+    gK_b  = gy_b · cols(x_b)ᵀ            the conv weight gradient, kept per example (the
+                                         product sums over the output pixels)
+    gΘ_e  = Σ_b r_be · gK_b              rᵀ · gK
+    gr_be = ⟨gK_b, Θ_e⟩ (+ ⟨Σ_{oh,ow} gy_b, bias_e⟩ when mixed)     gK · Θᵀ
+    gx_b  = convᵀ(gy_b, K_b)             the input gradient with the example's own kernel
 
-Because conv is linear in its kernel, y_b = Σ_e r_be · conv(x_b, W_e): a mixture of E experts
+Because conv is linear in its kernel, y_b = Σ_e r_be · conv(x_b, Θ_e): a mixture of E experts
 at the price of one convolution. gr comes from that same linearity, without running E
 convolutions.
 """
@@ -37,7 +39,7 @@ from .conv import (
 
 
 class MixExperts(Function):
-    """K_b = Σ_e r_be W_e;  ∂L/∂r_be = ⟨gK_b, W_e⟩,  ∂L/∂W_e = Σ_b r_be gK_b."""
+    """K_b = Σ_e r_be Θ_e;  ∂L/∂r_be = ⟨gK_b, Θ_e⟩,  ∂L/∂Θ_e = Σ_b r_be gK_b."""
 
     @staticmethod
     def forward(ctx, r, W):
@@ -65,7 +67,7 @@ def mix_experts(routing_weights: Tensor, weight: Tensor) -> Tensor:
 
 
 class CondConv2d(Function):
-    """y_b = conv(x_b, Σ_e r_be W_e) + β_b; the derivation is in the module docstring."""
+    """y_b = conv(x_b, Σ_e r_be Θ_e) + bias_b; the derivation is in the module docstring."""
 
     @staticmethod
     def forward(ctx, x, r, W, bias, geo):
@@ -109,7 +111,7 @@ def cond_conv2d(x: Tensor, routing_weights: Tensor, weight: Tensor, bias: Tensor
                 stride: Any = 1, padding: Any = 0, dilation: Any = 1, groups: int = 1) -> Tensor:
     """Conditionally parameterised convolution.
 
-    x [B, Cin, H, W]; routing_weights [B, E]; weight [E, Cout, Cin/g, kh, kw];
+    x [B, Cin, H, W]; routing_weights [B, E]; weight [E, Cout, Cin/G, kh, kw];
     bias [Cout] (shared) or [E, Cout] (mixed with the routing weights) or None. The other
     arguments are those of :func:`conv2d`.
     """

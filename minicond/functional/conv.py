@@ -1,8 +1,8 @@
 """2-D convolution (cross-correlation, as in PyTorch), NCHW, with stride, padding, dilation
 and groups.
 
-Layer: ``functional``. With x̃ the zero-padded input, G groups, (oh, ow) an output pixel and
-(i, j) a kernel tap,
+Layer (docs/architecture.md): ``functional``. With x̃ the zero-padded input, G groups, (oh, ow) an
+output pixel and (i, j) a kernel tap,
 
     y[b, o, oh, ow] = bias[o]
         + Σ_{c ∈ group(o)} Σ_{i, j} K[o, c, i, j] · x̃[b, c, oh·sh + i·dh, ow·sw + j·dw]
@@ -195,7 +195,7 @@ class Conv2d(Function):
 
 def conv2d(x: Tensor, weight: Tensor, bias: Tensor | None = None, stride: Any = 1,
            padding: Any = 0, dilation: Any = 1, groups: int = 1) -> Tensor:
-    """``torch.nn.functional.conv2d``: x [B, Cin, H, W], weight [Cout, Cin/g, kh, kw],
+    """``torch.nn.functional.conv2d``: x [B, Cin, H, W], weight [Cout, Cin/G, kh, kw],
     bias [Cout] or None.
 
     ``padding`` is an int, a pair, "valid", "same" or "tf_same". "same" is PyTorch's:

@@ -1,6 +1,6 @@
 """Transposed 2-D convolution, NCHW, as ``torch.nn.functional.conv_transpose2d``.
 
-Layer: ``functional``. Derivation in the ``ConvTranspose2d`` docstring and in
+Layer (docs/architecture.md): ``functional``. Derivation in the ``ConvTranspose2d`` docstring and in
 ``docs/math/conv_transpose.md``.
 
 A convolution u [B, Cout, Hf, Wf] ↦ conv(u, K) [B, Cin, H, W] with kernel K [Cin, Cout/G, kh,

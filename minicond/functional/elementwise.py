@@ -1,8 +1,8 @@
 """Elementwise maximum and minimum of two tensors (broadcasting), with PyTorch's gradient;
 ``one_hot`` encoding of int64 class indices (not differentiable).
 
-Layer: ``functional``. Notation: ``g`` is ∂L/∂y. Broadcasting is undone centrally
-(``autograd.unbroadcast``). Derivations also in ``docs/math/activations.md``.
+Layer (docs/architecture.md): ``functional``. Notation: ``g`` is ∂L/∂y. Broadcasting is undone
+centrally (``autograd.unbroadcast``). Derivations also in ``docs/math/activations.md``.
 """
 
 from __future__ import annotations

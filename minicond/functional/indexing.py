@@ -1,6 +1,7 @@
 """Indexing, selection and comparison: ``x[index]``, ``where``, ``< <= > >= == !=``, ``argmax``.
 
-Layer: ``functional``. Derivations in the docstrings and in ``docs/math/indexing.md``.
+Layer (docs/architecture.md): ``functional``. Derivations in the docstrings and in
+``docs/math/indexing.md``.
 
 Every index NumPy understands on one tensor (ints, slices with any step, ``None``, ``...``,
 integer arrays, boolean masks) is first turned into the array ``P`` of flat source positions:

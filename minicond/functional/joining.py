@@ -1,6 +1,7 @@
 """Joining and splitting along one axis: ``cat``, ``stack``, ``split``, ``chunk``.
 
-Layer: ``functional``. Derivations in the docstrings and in ``docs/math/joining.md``.
+Layer (docs/architecture.md): ``functional``. Derivations in the docstrings and in
+``docs/math/joining.md``.
 
 Every piece k of a join occupies a block of the output along ``dim``; P_k is the array of flat
 output positions of that block (computed from the shapes alone, as for indexing). Joining is

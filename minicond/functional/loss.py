@@ -2,7 +2,7 @@
 negative log-likelihood, mean squared and absolute error, and binary cross-entropy from
 logits.
 
-Layer: ``functional``. Derivations in the Function docstrings and in
+Layer (docs/architecture.md): ``functional``. Derivations in the Function docstrings and in
 ``docs/math/losses.md``. Class weights, ignored labels and ``pos_weight`` are constants:
 no gradient flows to them (as in PyTorch).
 """

@@ -1,9 +1,10 @@
 """Shape methods (unsqueeze, squeeze, view, T), pointwise clamp, abs and sqrt, and the
 reductions min, var and std, each with its backward.
 
-Layer: ``functional``. Notation: ``g`` is ∂L/∂y for the op's output ``y``. Derivations also
-in ``docs/math/indexing.md``. Shape methods are reshapes and permutations (``Reshape`` and
-``Permute`` in ``basic.py``): arrays are always contiguous here, so ``view`` is ``reshape``.
+Layer (docs/architecture.md): ``functional``. Notation: ``g`` is ∂L/∂y for the op's output ``y``.
+Derivations also in ``docs/math/indexing.md``. Shape methods are reshapes and permutations
+(``Reshape`` and ``Permute`` in ``basic.py``): arrays are always contiguous here, so ``view`` is
+``reshape``.
 """
 
 from __future__ import annotations

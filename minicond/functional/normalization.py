@@ -1,7 +1,7 @@
 """Normalisation: batch norm over the channel axis (axis 1) of [B, C, ...] inputs, layer norm
 over the trailing axes, group norm over groups of channels of each example.
 
-Layer: ``functional``. All three standardise x over some set of N values,
+Layer (docs/architecture.md): ``functional``. All three standardise x over some set of N values,
 x̂ = (x − μ)/√(σ² + ε), and share one gradient of that step (``standardize_backward``). The
 derivations are in the Functions' docstrings, in ``docs/math/training_ops.md`` (batch norm)
 and ``docs/math/normalization.md`` (layer and group norm).

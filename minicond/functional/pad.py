@@ -1,7 +1,7 @@
 """Spatial padding with the modes zeros, reflect, replicate and circular.
 
-Layer: ``functional``. Along one axis of length n, every mode maps padded position i to a
-source position s(i) (or to nothing, for zeros):
+Layer (docs/architecture.md): ``functional``. Along one axis of length n, every mode maps padded
+position i to a source position s(i) (or to nothing, for zeros):
 
     zeros      s(i) = i            for 0 <= i < n, nothing outside
     reflect    s(i) = |i|, then 2(n−1) − s for s > n−1      (edge not repeated)

@@ -1,7 +1,8 @@
 """Pooling: max, average and global (adaptive to 1×1) average pooling over NCHW inputs.
 
-Layer: ``functional``. Both windowed poolings reuse the convolution's ``im2col``/``col2im``
-kernels instead of kernels of their own. With K = kh·kw window offsets and L = Ho·Wo windows,
+Layer (docs/architecture.md): ``functional``. Both windowed poolings reuse the convolution's
+``im2col``/``col2im`` kernels instead of kernels of their own. With K = kh·kw window offsets and L =
+Ho·Wo windows,
 
     cols = im2col(x) viewed as [B, C, K, L]:  cols[b, c, k, l] is the k-th element of window l
 

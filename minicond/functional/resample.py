@@ -1,6 +1,6 @@
 """Resizing feature maps: ``interpolate`` (modes "nearest" and "bilinear"), PyTorch's rules.
 
-Layer: ``functional``. Derivation in the ``Interpolate`` docstring and in
+Layer (docs/architecture.md): ``functional``. Derivation in the ``Interpolate`` docstring and in
 ``docs/math/resampling.md``.
 
 Both modes are separable: every output row oh reads input rows through one row of a matrix

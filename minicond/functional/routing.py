@@ -1,7 +1,7 @@
 """The routing path of CondConv: global average pool, dropout and a linear layer.
 
-Layer: ``functional``. Together with ``sigmoid``/``softmax`` (``basic.py``) these compute
-``r_b = sigmoid(R · dropout(mean_hw x_b) + c)`` (or ``softmax(z_b / τ)``).
+Layer (docs/architecture.md): ``functional``. Together with ``sigmoid``/``softmax`` (``basic.py``)
+these compute ``r_b = sigmoid(R · dropout(mean_hw x_b) + ρ)`` (or ``softmax(z_b / τ)``).
 """
 
 from __future__ import annotations

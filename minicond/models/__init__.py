@@ -1,6 +1,6 @@
 """Model registry: timm's CondConv-EfficientNets and their static twins, and the toy networks.
 
-Layer: above ``nn``. ``create_model(name, ...)`` builds a network by name;
+Layer (docs/architecture.md): above ``nn``. ``create_model(name, ...)`` builds a network by name;
 ``list_models()`` lists the names. The EfficientNets have exactly timm's architecture,
 parameter names and shapes for the same arguments (``efficientnet.py``); ``toy_condconv`` and
 ``toy_static`` are the small networks ``minicond train`` trains (``toy.py``).

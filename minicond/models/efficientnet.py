@@ -1,7 +1,8 @@
 """EfficientNet-B0/B1 and their CondConv versions, built exactly as timm builds them, so a
 timm state dict maps onto the parameters one to one (same names, same shapes).
 
-Layer: above ``nn``. The network, for an image [B, 3, H, W] (B0 channel widths):
+Layer (docs/architecture.md): above ``nn``. The network, for an image [B, 3, H, W] (B0 channel
+widths):
 
     conv_stem  3×3, stride 2, 3 → 32, bn1, SiLU                          H/2
     blocks.0   DepthwiseSeparable k3 s1, 32 → 16, SE                      H/2    ×1

@@ -1,6 +1,7 @@
 """Small image classifiers for the toy datasets: a CondConv network and its static twin.
 
-Layer: above ``nn``. Both networks have the same layout and the same activation shapes:
+Layer (docs/architecture.md): above ``nn``. Both networks have the same layout and the same
+activation shapes:
 
     stem      Conv2d 3×3 (C → w), BatchNorm2d, ReLU                   [B, w, S, S]
     block 1   inverted residual, stride 2 (w → 1.5w), expand ×2       [B, 1.5w, S/2, S/2]

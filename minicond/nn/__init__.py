@@ -5,7 +5,7 @@ SqueezeExcite, DropPath and EfficientNet's blocks (DepthwiseSeparable, InvertedR
 CondConvInvertedResidual with one shared router; CondConvBlock and MBConvBlock configure the
 last two for the toy networks).
 
-Layer: above ``functional``.
+Layer (docs/architecture.md): above ``functional``.
 """
 
 from . import init

@@ -1,8 +1,8 @@
 """Activation layers (no parameters): ReLU, SiLU, Sigmoid, Tanh, GELU, LeakyReLU, Softplus,
 Hardswish, Softmax, LogSoftmax, and Identity.
 
-Layer: ``nn``. Each calls one function of ``minicond.functional``; arguments are checked
-when the layer is built.
+Layer (docs/architecture.md): ``nn``. Each calls one function of ``minicond.functional``; arguments
+are checked when the layer is built.
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """BatchNorm2d: per-channel normalisation with running statistics.
 
-Layer: ``nn``. The math is in ``minicond.functional.normalization.BatchNorm``.
+Layer (docs/architecture.md): ``nn``. The math is in
+``minicond.functional.normalization.BatchNorm``.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """EfficientNet's blocks: the depthwise-separable first stage, the inverted residual (MBConv)
 and its CondConv version, with timm's module names so that weights map one to one.
 
-Layer: ``nn``. For x [B, Cin, H, W] and M expanded channels (M = Cin·expand_ratio, rounded as
-``make_divisible`` says), the inverted residual computes
+Layer (docs/architecture.md): ``nn``. For x [B, Cin, H, W] and M expanded channels (M =
+Cin·expand_ratio, rounded as ``make_divisible`` says), the inverted residual computes
 
     h = act(bn1(conv_pw(x)))              [B, M, H, W]      1×1 expansion
     h = act(bn2(conv_dw(h)))              [B, M, Ho, Wo]    k×k depthwise, stride s (G = M)

@@ -1,7 +1,7 @@
 """The CondConv layer and its router.
 
-Layer: ``nn``. ``Router`` computes r_b = sigmoid(R · dropout(pool(x_b)) + c), or
-softmax((R · dropout(pool(x_b)) + c)/τ); ``CondConv2d`` mixes its experts with r and convolves
+Layer (docs/architecture.md): ``nn``. ``Router`` computes r_b = sigmoid(R · dropout(pool(x_b)) + ρ),
+or softmax((R · dropout(pool(x_b)) + ρ)/τ); ``CondConv2d`` mixes its experts with r and convolves
 once (``functional.cond_conv2d``).
 """
 
@@ -40,7 +40,7 @@ class Router(Module):
                          dtype=dtype, backend=backend)
 
     def logits(self, x: Tensor) -> Tensor:
-        """z_b = R · dropout(mean_hw x_b) + c."""
+        """z_b = R · dropout(mean_hw x_b) + ρ."""
         return self.fc(self.dropout(F.global_avg_pool2d(x)))
 
     def forward(self, x: Tensor) -> Tensor:
@@ -59,7 +59,7 @@ class Router(Module):
 class CondConv2d(Module):
     """Conditionally parameterised 2-D convolution (Yang et al., 2019).
 
-    Parameters: ``weight`` [E, Cout, Cin/g, kh, kw]; ``bias`` [Cout] (or [E, Cout] with
+    Parameters: ``weight`` [E, Cout, Cin/G, kh, kw]; ``bias`` [Cout] (or [E, Cout] with
     ``expert_bias=True``, mixed per example like the kernels); ``routing.fc.weight`` [E, Cin]
     and ``routing.fc.bias`` [E]. ``forward(x, routing_weights=None)`` computes the routing
     from x unless given, so a block can route once and share the weights between layers.

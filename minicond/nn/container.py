@@ -1,6 +1,6 @@
 """Containers and reshaping layers: Sequential, ModuleList, ModuleDict and Flatten.
 
-Layer: ``nn``.
+Layer (docs/architecture.md): ``nn``.
 """
 
 from __future__ import annotations

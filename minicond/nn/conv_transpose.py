@@ -1,6 +1,6 @@
 """ConvTranspose2d: the transposed convolution as a layer.
 
-Layer: ``nn``. The math is in ``minicond.functional.conv_transpose``.
+Layer (docs/architecture.md): ``nn``. The math is in ``minicond.functional.conv_transpose``.
 """
 
 from __future__ import annotations

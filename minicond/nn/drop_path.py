@@ -1,7 +1,7 @@
 """Stochastic depth ("drop path", Huang et al., 2016) for residual branches.
 
-Layer: ``nn``. In training, each example's branch output f(x)_b is kept with probability
-q = 1 − p and scaled by 1/q, or dropped entirely:
+Layer (docs/architecture.md): ``nn``. In training, each example's branch output f(x)_b is kept with
+probability q = 1 − p and scaled by 1/q, or dropped entirely:
 
     y_b = f(x)_b · m_b / q,   m_b ~ Bernoulli(q)      so E[y_b] = f(x)_b
 

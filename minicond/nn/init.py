@@ -1,8 +1,8 @@
 """Parameter initialisation.
 
-Layer: ``nn``. PyTorch's default for Linear and Conv2d weights is kaiming-uniform with
-a = √5, which reduces to U(−1/√fan_in, 1/√fan_in); biases use the same bound. For CondConv
-every expert is initialised as an ordinary conv weight, fan_in = Cin/g · kh · kw.
+Layer (docs/architecture.md): ``nn``. PyTorch's default for Linear and Conv2d weights is
+kaiming-uniform with a = √5, which reduces to U(−1/√fan_in, 1/√fan_in); biases use the same bound.
+For CondConv every expert is initialised as an ordinary conv weight, fan_in = Cin/G · kh · kw.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Basic layers: Linear, Conv2d and Dropout.
 
-Layer: ``nn``. Each layer holds its Parameters and calls one function of
+Layer (docs/architecture.md): ``nn``. Each layer holds its Parameters and calls one function of
 ``minicond.functional`` in ``forward``.
 """
 
@@ -80,7 +80,7 @@ class ConvOptions:
 
     @property
     def kernel_shape(self) -> tuple[int, int, int, int]:
-        """[Cout, Cin/g, kh, kw]: the shape of one conv weight (one expert)."""
+        """[Cout, Cin/G, kh, kw]: the shape of one conv weight (one expert)."""
         return (self.out_channels, self.in_channels // self.groups, *self.kernel_size)
 
     @property

@@ -1,8 +1,8 @@
 """Loss modules (``torch.nn``'s names and arguments): CrossEntropyLoss, NLLLoss, MSELoss,
 L1Loss and BCEWithLogitsLoss, each calling one function of ``minicond.functional``.
 
-Layer: ``nn``. Class weights and ``pos_weight`` are buffers, as in PyTorch: they belong to
-the module's state (``state_dict``, ``.to(dtype)``) and receive no gradient.
+Layer (docs/architecture.md): ``nn``. Class weights and ``pos_weight`` are buffers, as in PyTorch:
+they belong to the module's state (``state_dict``, ``.to(dtype)``) and receive no gradient.
 """
 
 from __future__ import annotations

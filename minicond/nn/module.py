@@ -1,7 +1,7 @@
 """Module and Parameter: containers of trainable tensors, as in ``torch.nn``.
 
-Layer: ``nn``, above ``functional``. Attributes that are Parameters, Modules or registered
-buffers are found by name, which gives ``named_parameters()``, ``state_dict()`` and
+Layer (docs/architecture.md): ``nn``, above ``functional``. Attributes that are Parameters, Modules
+or registered buffers are found by name, which gives ``named_parameters()``, ``state_dict()`` and
 ``to(backend, dtype)`` without any per-layer code.
 """
 

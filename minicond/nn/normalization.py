@@ -1,6 +1,7 @@
 """LayerNorm and GroupNorm: normalisation without batch statistics.
 
-Layer: ``nn``. The math is in ``minicond.functional.normalization.Normalize``.
+Layer (docs/architecture.md): ``nn``. The math is in
+``minicond.functional.normalization.Normalize``.
 """
 
 from __future__ import annotations

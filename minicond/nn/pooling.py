@@ -1,7 +1,8 @@
 """Pooling layers: MaxPool2d, AvgPool2d and AdaptiveAvgPool2d(1).
 
-Layer: ``nn``. Arguments are checked at construction (with the same rules and messages as
-the functions in ``minicond.functional.pooling``, which check them again against the input).
+Layer (docs/architecture.md): ``nn``. Arguments are checked at construction (with the same rules and
+messages as the functions in ``minicond.functional.pooling``, which check them again against the
+input).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Squeeze-and-excitation (Hu et al., 2018) as EfficientNet uses it.
 
-Layer: ``nn``. For x [B, C, H, W] and a reduced width Cr:
+Layer (docs/architecture.md): ``nn``. For x [B, C, H, W] and a reduced width Cr:
 
     s = mean_hw(x)                       [B, C, 1, 1]     squeeze
     s = SiLU(conv_reduce(s))             [B, Cr, 1, 1]    1×1 conv with bias

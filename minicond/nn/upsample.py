@@ -1,6 +1,6 @@
 """Upsample: ``interpolate`` as a layer.
 
-Layer: ``nn``. The math is in ``minicond.functional.resample``.
+Layer (docs/architecture.md): ``nn``. The math is in ``minicond.functional.resample``.
 """
 
 from __future__ import annotations
