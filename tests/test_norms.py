@@ -111,3 +111,9 @@ def test_errors_name_the_argument():
         mc.nn.GroupNorm(3, 4)
     with pytest.raises(ValueError, match=r"GroupNorm: x has 4 channels.*num_channels=2"):
         mc.nn.GroupNorm(1, 2)(x.float())
+
+
+def test_an_empty_batch_gives_an_empty_output():
+    x = mc.tensor(np.zeros((0, 4, 3, 3)))
+    assert F.group_norm(x, 2).shape == (0, 4, 3, 3)
+    assert F.layer_norm(x, [3, 3]).shape == (0, 4, 3, 3)

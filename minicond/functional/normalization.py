@@ -256,5 +256,5 @@ def group_norm(x: Tensor, num_groups: int, weight: Tensor | None = None,
     _check_affine(fn, "weight", weight, (C,))
     _check_affine(fn, "bias", bias, (C,))
     eps = check_float(fn, "eps", eps, 0.0, float("inf"), low_open=True, high_open=True)
-    n = x.numel() // max(B * G, 1)
+    n = C // G * int(np.prod(x.shape[2:], dtype=np.int64))
     return Normalize.apply(x, weight, bias, (B, G, n), (1, C) + (1,) * (x.ndim - 2), eps)
