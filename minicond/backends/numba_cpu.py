@@ -389,15 +389,46 @@ def _depthwise_forward_kernel(x, w, y, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo):
                                     sw, Wo)
 
 
+@njit(inline="always", nogil=True)
+def _depthwise_gather_3x3(gx, w, gyb, ph, pw, Wq):
+    """gx[h, x] = Σ_ij w[i, j] · gy[h + ph − i, x + pw − j] (gy zero outside) for a 3×3 kernel
+    at unit stride and dilation, in (i, j) order, the scatter of the general loop turned into
+    a gather: gyb is gy with a zero border of 2 and row length Wq, so every index is in range
+    and non-negative, and the x loop is one vectorised pass per input row."""
+    w00, w01, w02 = w[0, 0], w[0, 1], w[0, 2]
+    w10, w11, w12 = w[1, 0], w[1, 1], w[1, 2]
+    w20, w21, w22 = w[2, 0], w[2, 1], w[2, 2]
+    H, W = gx.shape
+    for h in range(H):
+        # gy rows h + ph − i for i = 0, 1, 2, each from column pw − 2 (index x + 2 − j is
+        # gy column x + pw − j): offsets the compiler sees are non-negative, so it vectorises
+        q0 = gyb[(h + ph + 2) * Wq + pw:]
+        q1 = gyb[(h + ph + 1) * Wq + pw:]
+        q2 = gyb[(h + ph) * Wq + pw:]
+        out = gx[h]
+        for x in range(W):
+            out[x] = (w00 * q0[x + 2] + w01 * q0[x + 1] + w02 * q0[x]
+                      + w10 * q1[x + 2] + w11 * q1[x + 1] + w12 * q1[x]
+                      + w20 * q2[x + 2] + w21 * q2[x + 1] + w22 * q2[x])
+
+
 @njit(cache=True, nogil=True)
 def _depthwise_backward_input_kernel(gy, w, gx, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo):
     """The transpose of ``_depthwise_forward_kernel`` in x: every gy[b, c, oh, ow]·w[b, c, i, j]
     is added to the pixel it came from, in the fixed order (i, j, oh, ow), accumulated in a
-    zero-bordered plane whose interior is then copied out."""
+    zero-bordered plane whose interior is then copied out. A 3×3 kernel at unit stride and
+    dilation gathers instead (:func:`_depthwise_gather_3x3`), the same sums in the same order."""
     nb, C = gx.shape[0], gx.shape[1]
     padded, Wp = _bordered_plane(gx, ph, pw)
+    unit3x3 = kh == 3 and kw == 3 and sh == 1 and sw == 1 and dh == 1 and dw == 1
+    Wq = Wo + 4
+    gyb = np.zeros((Ho + 4) * Wq if unit3x3 else 0, dtype=gx.dtype)
     for b in range(nb):
         for c in range(C):
+            if unit3x3:
+                _fill_padded(gy[b, c], gyb, 2, 2, Wq)
+                _depthwise_gather_3x3(gx[b, c], w[b, c], gyb, ph, pw, Wq)
+                continue
             padded[:] = 0
             for i in range(kh):
                 for j in range(kw):
