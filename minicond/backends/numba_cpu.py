@@ -417,7 +417,8 @@ def _depthwise_backward_input_kernel(gy, w, gx, kh, kw, sh, sw, ph, pw, dh, dw, 
     """The transpose of ``_depthwise_forward_kernel`` in x: every gy[b, c, oh, ow]·w[b, c, i, j]
     is added to the pixel it came from, in the fixed order (i, j, oh, ow), accumulated in a
     zero-bordered plane whose interior is then copied out. A 3×3 kernel at unit stride and
-    dilation gathers instead (:func:`_depthwise_gather_3x3`), the same sums in the same order."""
+    dilation and finite weights gathers instead (:func:`_depthwise_gather_3x3`), the same sums
+    in the same order."""
     nb, C = gx.shape[0], gx.shape[1]
     padded, Wp = _bordered_plane(gx, ph, pw)
     unit3x3 = kh == 3 and kw == 3 and sh == 1 and sw == 1 and dh == 1 and dw == 1
@@ -425,7 +426,9 @@ def _depthwise_backward_input_kernel(gy, w, gx, kh, kw, sh, sw, ph, pw, dh, dw, 
     gyb = np.zeros((Ho + 4) * Wq if unit3x3 else 0, dtype=gx.dtype)
     for b in range(nb):
         for c in range(C):
-            if unit3x3:
+            # a non-finite weight must reach only the pixels its tap reads: the gather would
+            # also multiply it by gy's zero border, so such a plane takes the scatter
+            if unit3x3 and np.isfinite(w[b, c]).all():
                 _fill_padded(gy[b, c], gyb, 2, 2, Wq)
                 _depthwise_gather_3x3(gx[b, c], w[b, c], gyb, ph, pw, Wq)
                 continue
