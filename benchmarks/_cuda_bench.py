@@ -1,7 +1,9 @@
 """CondConv on the GPU: minicond's CUDA backend against PyTorch CUDA (cuDNN), in one process.
 
 Called by ``bench_condconv.py --backend cuda`` through :func:`run_cuda`, or run directly
-(``python3 benchmarks/_cuda_bench.py --json out.json``). A configuration ``(B, C, HW, E)`` is a
+(``python3 benchmarks/_cuda_bench.py --json out.json``; ``--kernels`` times one CondConv
+step kernel by kernel and the host cost per call; ``--ptx`` counts the integer divisions of
+the compiled GEMMs, without a GPU). A configuration ``(B, C, HW, E)`` is a
 batch of B images with C input and output channels, HW×HW pixels, E experts, a 3×3 kernel with
 padding 1 and a static bias. Three implementations of the same layer are timed:
 
@@ -22,7 +24,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import statistics
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -31,6 +35,8 @@ import numpy as np
 
 GPU_CONFIGS = [(128, 64, 32, 8), (256, 128, 16, 8)]
 DEFAULT_CONFIGS = [(8, 32, 32, 4), (32, 64, 32, 8), (64, 64, 16, 8)]
+# Back-to-back launches of the host-cost measurement in ``kernel_breakdown``.
+LAUNCHES = 1000
 
 
 def _parse_configs(configs: Any) -> list[tuple[int, int, int, int]]:
@@ -173,7 +179,8 @@ def run_cuda(args: Any) -> list[dict]:
 
 def kernel_breakdown(cfg=(32, 64, 32, 8), repeats: int = 20) -> list[dict]:
     """Median time of each backend kernel that one CondConv step launches, at ``cfg``, and of
-    a tiny ``add`` (the cost of one launch from Python)."""
+    a tiny ``add`` (the cost of one launch from Python); first the host cost per call, the
+    mean over ``LAUNCHES`` back-to-back 4-element adds followed by one synchronisation."""
     from numba import cuda
 
     from minicond.backends import get_backend
@@ -202,11 +209,143 @@ def kernel_breakdown(cfg=(32, 64, 32, 8), repeats: int = 20) -> list[dict]:
                                                               (1, C, 1, 1))),
     }
     rows = []
+    # Host cost per call: 1,000 back-to-back launches of the 4-element add and one
+    # synchronisation at the end, so the GPU's own time (a few µs) overlaps the host's.
+    for _ in range(10):
+        be.add(tiny, tiny)
+    cuda.synchronize()
+    t0 = time.perf_counter()
+    for _ in range(LAUNCHES):
+        be.add(tiny, tiny)
+    cuda.synchronize()
+    per_call = (time.perf_counter() - t0) / LAUNCHES
+    rows.append({"kernel": f"host cost per call (add of 4 floats, mean of {LAUNCHES})",
+                 "ms": per_call * 1e3})
+    print(f"host cost per call: {per_call * 1e3:.4f} ms (4-element add, {LAUNCHES} launches, "
+          "one synchronisation)")
     print(f"kernel breakdown at {cfg}")
     for label, step in steps.items():
         t = _median_time(step, cuda.synchronize, repeats, warmup=2)
         rows.append({"kernel": label, "ms": t * 1e3})
         print(f"  {label:<32} {t * 1e3:9.3f} ms")
+    return rows
+
+
+# --- static evidence without a GPU: integer divisions in the compiled convolution GEMMs -------
+
+def _ptx_loops(ptx: str) -> tuple[dict, dict, list]:
+    """Basic blocks (label -> lines), successors, and the loop nesting forest of a PTX kernel:
+    loops as (header, blocks, depth), found as strongly connected components of the block
+    graph, recursing into each after dropping the edges back to its header."""
+    body = ptx[ptx.index("{", ptx.index(".entry")):].splitlines()
+    order, text, name = ["entry"], {"entry": []}, "entry"
+    for line in body:
+        m = re.match(r"^\s*(\$[\w$]+):", line)
+        if m:
+            name = m.group(1)
+            order.append(name)
+            text[name] = []
+        else:
+            text[name].append(line)
+    succ = {}
+    for idx, b in enumerate(order):
+        nxt, falls = set(), True
+        for line in text[b]:
+            m = re.search(r"(@!?%p\d+\s+)?bra(?:\.uni)?\s+(\$[\w$]+);", line)
+            if m:
+                nxt.add(m.group(2))
+                falls = falls and bool(m.group(1))
+            if re.search(r"\bret;", line):
+                falls = False
+        if falls and idx + 1 < len(order):
+            nxt.add(order[idx + 1])
+        succ[b] = nxt
+
+    def components(nodes, edges):
+        index, low, stack, on, out = {}, {}, [], set(), []
+
+        def visit(v):
+            index[v] = low[v] = len(index)
+            stack.append(v)
+            on.add(v)
+            for w in edges[v]:
+                if w not in nodes:
+                    continue
+                if w not in index:
+                    visit(w)
+                    low[v] = min(low[v], low[w])
+                elif w in on:
+                    low[v] = min(low[v], index[w])
+            if low[v] == index[v]:
+                comp = set()
+                while True:
+                    w = stack.pop()
+                    on.discard(w)
+                    comp.add(w)
+                    if w == v:
+                        break
+                out.append(comp)
+        for v in nodes:
+            if v not in index:
+                visit(v)
+        return out
+
+    loops = []
+
+    def nest(nodes, edges, depth):
+        for comp in components(nodes, edges):
+            v = next(iter(comp))
+            if len(comp) == 1 and v not in edges[v]:
+                continue
+            entries = [u for u in comp if any(u in edges[w] for w in edges if w not in comp)]
+            header = entries[0] if entries else min(comp)
+            loops.append((header, comp, depth))
+            inner = {u: (edges[u] - {header}) if u in comp else edges[u] for u in edges}
+            nest(comp - {header}, inner, depth + 1)
+
+    sys.setrecursionlimit(max(sys.getrecursionlimit(), 20000))
+    nest(set(order), succ, 0)
+    return text, succ, loops
+
+
+def ptx_divisions(dtype=np.float32) -> list[dict]:
+    """Static 64-bit integer division sites (``div``/``rem`` ``.s64``/``.u64``) of each GEMM
+    kernel compiled for sm_90, by where they sit: in a loop that fills an operand tile element
+    by element (the hot path), in a loop that fills an index table, once per k-tile, or once
+    per thread. Needs the CUDA compiler (NVRTC), not a GPU; run without the simulator."""
+    from numba import cuda
+
+    from minicond.backends import numba_cuda
+
+    rows = []
+    for label, fn, sig in numba_cuda.kernel_signatures(dtype):
+        if not label.startswith("gemm_"):
+            continue
+        ptx, _ = cuda.compile_ptx(fn, sig, cc=(9, 0))
+        text, _, loops = _ptx_loops(ptx)
+        innermost = {}
+        for lid, (_, comp, _) in enumerate(loops):     # parents come before their children
+            for b in comp:
+                innermost[b] = lid
+        where = {"tile fill (per element)": 0, "index table (per entry)": 0,
+                 "per k-tile": 0, "once per thread": 0}
+        for b, lines in text.items():
+            n = sum(1 for line in lines if re.search(r"\b(div|rem)\.[su]64\b", line))
+            if not n:
+                continue
+            if b not in innermost:
+                where["once per thread"] += n
+                continue
+            body = "\n".join(line for v in loops[innermost[b]][1] for line in text[v])
+            fma, tile = re.search(r"fma\.rn\.f", body), re.search(r"st\.shared\.f", body)
+            if fma or not (tile or re.search(r"st\.shared\.[bsu]64", body)):
+                where["per k-tile"] += n
+            elif tile:
+                where["tile fill (per element)"] += n
+            else:
+                where["index table (per entry)"] += n
+        rows.append({"kernel": label, **where})
+        print(f"  {label:<18} " + "  ".join(f"{k}: {v}" for k, v in where.items()))
     return rows
 
 
@@ -218,8 +357,15 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--kernels", action="store_true",
                         help="time each kernel of one CondConv step instead")
+    parser.add_argument("--ptx", action="store_true",
+                        help="count the integer divisions of the compiled GEMMs (no GPU needed)")
     args = parser.parse_args()
-    if args.kernels:
+    if args.ptx:
+        rows = ptx_divisions()
+        if args.json:
+            with open(args.json, "w") as fh:
+                json.dump(rows, fh, indent=2)
+    elif args.kernels:
         rows = kernel_breakdown()
         if args.json:
             with open(args.json, "w") as fh:

@@ -263,6 +263,36 @@ def test_gemm_split_k_and_tile_edges_agree_with_numpy():
         np.testing.assert_allclose(be.to_numpy(g), w, rtol=1e-11, atol=1e-11)
 
 
+def test_conv_gemm_index_tables_across_tiles_agree_with_numpy():
+    """The three convolution products with every axis of the GEMM over several tiles (the
+    last one partial), a stride on one axis and a dilation on the other, asymmetric padding,
+    groups and a per-example weight: the index tables of each k-tile and n-tile."""
+    from minicond.backends import numba_cuda
+
+    be = get_backend("cuda")
+    rng = np.random.default_rng(7)
+    s, p, d, G = (2, 1), (1, 0), (1, 2), 2
+    x = rng.standard_normal((2, 4, 7, 6))
+    w = rng.standard_normal((2, 6, 2, 3, 2))
+    y = numpy_ref.conv2d_forward(x, w, s, p, d, G)
+    gy = rng.standard_normal(y.shape)
+    # forward: N = Ho·Wo = 16, K = 12; input: N = 42, K = 18; weight: N = 12, K = 16
+    assert y.shape[2] * y.shape[3] > numba_cuda.TILE_N and 12 > numba_cuda.TILE_K
+
+    def dev(a):
+        return be.from_numpy(a, np.float64)
+
+    tol = {"rtol": 1e-12, "atol": 1e-12}
+    np.testing.assert_allclose(be.to_numpy(be.conv2d_forward(dev(x), dev(w), s, p, d, G)), y,
+                               **tol)
+    np.testing.assert_allclose(
+        be.to_numpy(be.conv2d_backward_input(dev(gy), dev(w), x.shape, s, p, d, G)),
+        numpy_ref.conv2d_backward_input(gy, w, x.shape, s, p, d, G), **tol)
+    np.testing.assert_allclose(
+        be.to_numpy(be.conv2d_backward_weight(dev(x), dev(gy), w.shape, s, p, d, G)),
+        numpy_ref.conv2d_backward_weight(x, gy, w.shape, s, p, d, G), **tol)
+
+
 LARGE_CONVS = [
     # (B, Cin, Cout, H, W, kernel, stride, padding, dilation, groups, per_example)
     (8, 32, 48, 17, 15, (3, 3), (1, 1), (1, 1), (1, 1), 1, True),
