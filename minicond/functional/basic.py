@@ -201,6 +201,11 @@ def _kept_shape(shape: tuple[int, ...], axes: tuple[int, ...]) -> tuple[int, ...
     return tuple(1 if i in axes else n for i, n in enumerate(shape))
 
 
+def _dropped_shape(shape: tuple[int, ...], axes: tuple[int, ...]) -> tuple[int, ...]:
+    """The shape of a reduction over ``axes`` without ``keepdim``."""
+    return tuple(n for i, n in enumerate(shape) if i not in axes)
+
+
 class Sum(Function):
     """y = Σ_axes a;  ∂L/∂a = g broadcast back over the summed axes."""
 
@@ -244,8 +249,7 @@ class Amax(Function):
         y = be.max(a, axes, True)
         ctx.save_for_backward(a, y)
         ctx.axes = axes
-        return y if keepdim else be.reshape(y, tuple(
-            n for i, n in enumerate(a.shape) if i not in axes))
+        return y if keepdim else be.reshape(y, _dropped_shape(a.shape, axes))
 
     @staticmethod
     def backward(ctx, g):

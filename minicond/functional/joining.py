@@ -62,16 +62,21 @@ class Cat(Function):
                      for need, where in zip(ctx.needs_input_grad, ctx.places, strict=True))
 
 
-def cat(tensors: Sequence[Tensor], dim: int = 0) -> Tensor:
-    """``torch.cat``: tensors of one dtype and backend, equal in every axis but ``dim``,
-    joined along ``dim``."""
-    fn = "cat"
+def _tensor_list(fn: str, tensors: Any) -> list[Tensor]:
+    """The non-empty list or tuple of Tensors that ``cat`` and ``stack`` take."""
     if isinstance(tensors, Tensor) or not isinstance(tensors, (list, tuple)):
         raise TypeError(f"{fn}: tensors must be a list or tuple of Tensors, got "
                         f"{type(tensors).__name__}")
     if not tensors:
         raise ValueError(f"{fn}: tensors is empty; expected at least one Tensor")
-    xs = [check_tensor(fn, f"tensors[{k}]", t) for k, t in enumerate(tensors)]
+    return [check_tensor(fn, f"tensors[{k}]", t) for k, t in enumerate(tensors)]
+
+
+def cat(tensors: Sequence[Tensor], dim: int = 0) -> Tensor:
+    """``torch.cat``: tensors of one dtype and backend, equal in every axis but ``dim``,
+    joined along ``dim``."""
+    fn = "cat"
+    xs = _tensor_list(fn, tensors)
     ref = xs[0]
     if ref.ndim == 0:
         raise ValueError(f"{fn}: tensors[0] is 0-D; zero-dimensional tensors cannot be "
@@ -100,12 +105,7 @@ def stack(tensors: Sequence[Tensor], dim: int = 0) -> Tensor:
     It is ``cat`` of the tensors each given a new axis of length 1 at ``dim``; its gradient,
     through cat and the reshapes, is gy cut along ``dim`` into its slices (an unbind)."""
     fn = "stack"
-    if isinstance(tensors, Tensor) or not isinstance(tensors, (list, tuple)):
-        raise TypeError(f"{fn}: tensors must be a list or tuple of Tensors, got "
-                        f"{type(tensors).__name__}")
-    if not tensors:
-        raise ValueError(f"{fn}: tensors is empty; expected at least one Tensor")
-    xs = [check_tensor(fn, f"tensors[{k}]", t) for k, t in enumerate(tensors)]
+    xs = _tensor_list(fn, tensors)
     for k, x in enumerate(xs[1:], 1):
         if x.shape != xs[0].shape:
             raise ValueError(f"{fn}: tensors[{k}] has shape {x.shape}, tensors[0] has "

@@ -19,7 +19,7 @@ import numpy as np
 from .._validate import check_tensor
 from ..autograd import Function
 from ..tensor import Tensor
-from .basic import Permute, _axes, _kept_shape, reshape
+from .basic import Permute, _axes, _dropped_shape, _kept_shape, reshape
 
 # --- shape ---------------------------------------------------------------------------------------
 
@@ -229,8 +229,7 @@ class Amin(Function):
         y = be.neg(be.max(be.neg(a), axes, True))
         ctx.save_for_backward(a, y)
         ctx.axes = axes
-        return y if keepdim else be.reshape(y, tuple(
-            n for i, n in enumerate(a.shape) if i not in axes))
+        return y if keepdim else be.reshape(y, _dropped_shape(a.shape, axes))
 
     @staticmethod
     def backward(ctx, g):
@@ -353,8 +352,7 @@ class Std(Function):
             y = be.sqrt(be.div(be.sum(be.mul(d, d), axes, True), be.full((), divisor, a.dtype)))
         ctx.save_for_backward(d, y)
         ctx.axes, ctx.divisor = axes, divisor
-        return y if keepdim else be.reshape(y, tuple(
-            s for i, s in enumerate(a.shape) if i not in axes))
+        return y if keepdim else be.reshape(y, _dropped_shape(a.shape, axes))
 
     @staticmethod
     def backward(ctx, g):
