@@ -448,33 +448,30 @@ def _power_kernel(dtype):
     return power_map
 
 
-@functools.cache
-def _zip_kernel(op, dtype):
-    f = _scalar_ops(dtype)[op]
+def _broadcast_binary_kernel(f):
+    """out[i] = f(a[offset_a(i)], b[offset_b(i)]) over broadcast operands, one thread per
+    output element; ``f`` is a device function, ``out``'s dtype is the caller's."""
     offset = _offset_fn()
 
     @_kernel
     def zip2(out, a, b, shape, sa, sb):
-        """out[i] = f(a[offset_a(i)], b[offset_b(i)]): one thread per output element."""
         for i in range(cuda.grid(1), out.shape[0], cuda.gridsize(1)):
             out[i] = f(a[offset(i, shape, sa)], b[offset(i, shape, sb)])
     return zip2
 
 
 @functools.cache
+def _zip_kernel(op, dtype):
+    return _broadcast_binary_kernel(_scalar_ops(dtype)[op])
+
+
+@functools.cache
 def _compare_kernel(op, dtype):
+    """The comparison ``op`` of a and b, written into a bool ``out``."""
     test = {"lt": lambda x, y: x < y, "le": lambda x, y: x <= y, "gt": lambda x, y: x > y,
             "ge": lambda x, y: x >= y, "eq": lambda x, y: x == y,
             "ne": lambda x, y: x != y}[op]
-    f = cuda.jit(device=True, inline=True)(test)
-    offset = _offset_fn()
-
-    @_kernel
-    def compare2(out, a, b, shape, sa, sb):
-        """out[i] = a[offset_a(i)] op b[offset_b(i)], a bool: one thread per output."""
-        for i in range(cuda.grid(1), out.shape[0], cuda.gridsize(1)):
-            out[i] = f(a[offset(i, shape, sa)], b[offset(i, shape, sb)])
-    return compare2
+    return _broadcast_binary_kernel(cuda.jit(device=True, inline=True)(test))
 
 
 @functools.cache
