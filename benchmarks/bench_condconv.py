@@ -16,8 +16,9 @@ form ``B,C,HW,E`` means a 3×3 kernel, stride 1, one group, timed in both modes.
     torch_grouped  PyTorch, kernels mixed per example and the batch run as one grouped conv2d
     torch_static   PyTorch, a static nn.Conv2d of the same shape
 
-Every repeat runs each variant once, in turn, so load from other processes hits all of them
-alike; the reported time is the median over repeats. GFLOP/s counts the convolution only,
+Every repeat runs each variant in turn, one untimed settling step and then one timed step, so
+load from other processes hits all of them alike while no variant pays for the threads the
+previous one left spinning; the reported time is the median over repeats. GFLOP/s counts the convolution only,
 2·B·Cout·(Cin/G)·k²·Ho·Wo for the forward pass and three times that for forward+backward.
 ``t_torch_best / t_numba`` compares with the faster of PyTorch's two CondConv formulations
 (the seed's per-example loop and the grouped-convolution trick): above 1, minicond is faster.
@@ -53,6 +54,8 @@ from typing import Any
 MODES = ("inference", "train")
 VARIANTS = ("numpy", "numba", "numba_static", "torch_seed", "torch_grouped", "torch_static")
 TORCH_VARIANTS = ("torch_seed", "torch_grouped", "torch_static")
+# untimed steps at the start of each variant's turn (see time_config)
+SETTLE_STEPS = 1
 
 
 @dataclass(frozen=True)
@@ -287,13 +290,23 @@ def _build_torch(variant, cfg, x_np, gy_np, W_np, b_np, R_np, c_np):
 # --- timing ----------------------------------------------------------------------------------
 
 def time_config(cfg: Config, variants, repeats: int) -> dict[str, list[float]]:
-    """Seconds per run, {variant: [t, ...]}, variants interleaved within each repeat."""
+    """Seconds per run, {variant: [t, ...]}, variants interleaved within each repeat.
+
+    Each turn of a variant starts with one untimed step (``SETTLE_STEPS``): the thread pools
+    of the variant that ran before (OpenBLAS's, PyTorch's OpenMP team) keep spinning for a
+    while after their last task, and a step timed right after the switch pays for that
+    spinning, not for its own work. On the 2-core machine of docs/performance.md, timing the
+    first step after each switch made PyTorch's (8,16,16,4) training step 4.9 ms instead of
+    its 1.0 ms when run alone, and minicond's 2.9 ms instead of 1.2 ms; one settling step
+    brings both back to their solo times."""
     steps = {v: build(v, cfg) for v in variants}
     times: dict[str, list[float]] = {v: [] for v in variants}
     for step in steps.values():
         step()                               # warm-up: JIT, caches, allocator
     for _ in range(repeats):
         for v, step in steps.items():
+            for _ in range(SETTLE_STEPS):
+                step()
             t0 = time.perf_counter()
             step()
             times[v].append(time.perf_counter() - t0)

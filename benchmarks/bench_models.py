@@ -136,6 +136,7 @@ def time_batch(steps: dict[str, Any], repeats: int) -> tuple[dict[str, list[floa
     times: dict[str, list[float]] = {v: [] for v in steps}
     for _ in range(repeats):
         for v, step in steps.items():
+            step()      # untimed: lets the other library's spinning threads settle
             t0 = time.perf_counter()
             step()
             times[v].append(time.perf_counter() - t0)

@@ -182,6 +182,7 @@ def main(argv: list[str] | None = None) -> None:
     times: dict[str, list[float]] = {"minicond": [], "torch": []}
     for _ in range(args.repeats):
         for name, step in (("minicond", minicond_step), ("torch", torch_step)):
+            step()      # untimed: lets the other library's spinning threads settle
             t0 = time.perf_counter()
             step()
             times[name].append(time.perf_counter() - t0)
