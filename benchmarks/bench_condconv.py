@@ -18,8 +18,9 @@ form ``B,C,HW,E`` means a 3×3 kernel, stride 1, one group, timed in both modes.
 
 Every repeat runs each variant in turn, one untimed settling step and then one timed step, so
 load from other processes hits all of them alike while no variant pays for the threads the
-previous one left spinning; the reported time is the median over repeats. GFLOP/s counts the convolution only,
-2·B·Cout·(Cin/G)·k²·Ho·Wo for the forward pass and three times that for forward+backward.
+previous one left spinning; the reported time is the median over repeats. GFLOP/s counts the
+convolution only, 2·B·Cout·(Cin/G)·k²·Ho·Wo for the forward pass and three times that for
+forward+backward.
 ``t_torch_best / t_numba`` compares with the faster of PyTorch's two CondConv formulations
 (the seed's per-example loop and the grouped-convolution trick): above 1, minicond is faster.
 

@@ -359,7 +359,7 @@ def test_mix_experts(other, limit, dtype, data):
 
 # --- the Numba CPU backend's dispatch branches --------------------------------------------
 # conv2d_* pick a path by shape (see numba_cpu's docstring); each path against numpy_ref
-# (the depthwise forward and input gradient have their own loops for 3×3 kernels).
+# (the depthwise kernels have their own loops for unit stride and for 3×3 kernels).
 # (B, C, Cout, H, W, k, stride, padding, dilation, groups, pooled)
 NUMBA_BRANCHES = {
     "depthwise": (3, 5, 5, 9, 8, 3, (1, 1), (1, 1), (1, 1), 5, True),
@@ -367,6 +367,9 @@ NUMBA_BRANCHES = {
     "depthwise-3x3-rows-strided-dilated": (2, 3, 3, 12, 7, 3, (2, 1), (2, 1), (2, 1), 3, False),
     "depthwise-3x3-pads-0-2": (2, 3, 3, 8, 9, 3, (1, 1), (0, 2), (1, 1), 3, True),
     "depthwise-one-example": (1, 6, 6, 7, 9, 5, (1, 2), (2, 2), (1, 1), 6, False),
+    "depthwise-unit-stride-dilated": (2, 4, 4, 10, 11, 3, (1, 1), (2, 1), (2, 2), 4, True),
+    "depthwise-unit-stride-5x5-column-dilated": (2, 3, 3, 9, 12, 5, (1, 1), (2, 0), (1, 2), 3,
+                                                 False),
     "one-chunk-dense": (1, 3, 4, 9, 8, 3, (1, 1), (1, 1), (1, 1), 1, True),
     "pooled-grouped": (5, 4, 6, 7, 7, 3, (2, 2), (1, 0), (1, 1), 2, True),
     "pointwise": (4, 6, 3, 5, 6, 1, (1, 1), (0, 0), (1, 1), 1, True),

@@ -109,6 +109,28 @@ def test_a_nonfinite_weight_reaches_only_the_pixels_its_tap_reads(backend, group
     np.testing.assert_allclose(grads[backend], grads["numpy"], rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("groups", [3, 1], ids=["depthwise", "dense"])
+def test_a_nonfinite_input_reaches_only_the_weight_taps_that_read_it(backend, groups):
+    """x[0, 0, 2, 4] (the last column) infinite, a 3×3 kernel with padding 1: the taps of
+    column j = 0 never read the last column, so their weight gradients stay finite, and
+    every weight gradient equals the NumPy reference's."""
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((2, 3, 5, 5))
+    x[0, 0, 2, 4] = np.inf
+    w = rng.standard_normal((3, 3 // groups, 3, 3))
+    grads = {}
+    for be in ("numpy", backend):
+        xt = mc.tensor(x, dtype="float64", backend=be)
+        wt = mc.tensor(w, dtype="float64", requires_grad=True, backend=be)
+        with np.errstate(invalid="ignore"):
+            (mc.functional.conv2d(xt, wt, padding=1, groups=groups) * 1.5).sum().backward()
+        grads[be] = wt.grad.numpy()
+    assert np.isfinite(grads[backend][:, :, :, 0]).all()
+    assert not np.isfinite(grads[backend][0, 0, :, 1:]).all()
+    np.testing.assert_array_equal(np.isfinite(grads[backend]), np.isfinite(grads["numpy"]))
+    np.testing.assert_allclose(grads[backend], grads["numpy"], rtol=1e-12, atol=1e-12)
+
+
 def test_an_empty_batch_gives_empty_results_and_gradients(backend):
     """B = 0 through conv2d, cond_conv2d and both layers: empty outputs, empty input
     gradients and zero parameter gradients, on every backend."""

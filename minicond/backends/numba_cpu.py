@@ -115,6 +115,10 @@ MIN_CHUNK_COST = 1 << 17
 # column-buffer budget allows: handing chunks to the pool and waiting for them costs tens of
 # microseconds per chunk, more than a small layer's whole computation.
 INLINE_COST = 1 << 23
+# The direct (depthwise) kernels do a few multiply-adds per value loaded where a GEMM does
+# hundreds: one of their multiply-adds takes about as long as this many of a GEMM's, and
+# counts that much toward the two thresholds above.
+DIRECT_COST = 16
 
 def check_available() -> None:
     if _IMPORT_ERROR is not None:
@@ -348,11 +352,78 @@ def _col2im_kernel(cols, gx, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo):
             _crop_padded(padded, gx[b, c], ph, pw, Wp)
 
 
+# The depthwise kernels at unit stride work on whole planes as flat arrays ("flat rows"):
+# with the bordered plane P of row length Wp, output pixel (oh, ow) at tap (i, j) reads
+# P[oh·Wp + ow + i·dh·Wp + j·dw], so one loop over k = oh·Wp + ow, for k < (Ho − 1)·Wp + Wo,
+# computes every output row in one long vectorised pass; the Wp − Wo positions at the end of
+# each row fall between rows, are computed from real (finite or not) neighbours and are
+# dropped when the rows are copied out. Short image rows (14 or 28 pixels) would otherwise
+# leave most of each vector loop to its scalar remainder.
+
+@njit(inline="always", nogil=True)
+def _flat_plane(a, ph, pw, kw, dw):
+    """A zero flat bordered plane for the [H, W] planes of the 4-D array a (border (ph, pw)),
+    with (kw − 1)·dw zeros of slack after it so that a flat row's last tap stays in range,
+    and its row length Wp."""
+    Wp = a.shape[3] + 2 * pw
+    return np.zeros((a.shape[2] + 2 * ph) * Wp + (kw - 1) * dw, dtype=a.dtype), Wp
+
+
+@njit(inline="always", nogil=True)
+def _all_finite(a):
+    """No NaN and no infinity in the 2-D array a."""
+    for h in range(a.shape[0]):
+        for v in a[h]:
+            if not np.isfinite(v):
+                return False
+    return True
+
+
+@njit(inline="always", nogil=True)
+def _rows_out(flat, plane, Wf):
+    """plane[h, :] = flat[h·Wf : h·Wf + W]: the valid columns of flat rows of length Wf."""
+    H, W = plane.shape
+    for h in range(H):
+        src = flat[h * Wf:]
+        dst = plane[h]
+        for w in range(W):
+            dst[w] = src[w]
+
+
+@njit(inline="always", nogil=True)
+def _taps_flat(out, w, src, Wr, dh, dw, n):
+    """out[k] = Σ_ij w[i, j] · src[k + i·dh·Wr + j·dw] for k < n, the taps added in (i, j)
+    order: for a 3×3 kernel at unit column dilation one pass over out with the nine weights in
+    registers (the column offsets 1 and 2 must be constants for the compiler to vectorise the
+    loop well: runtime offsets made it five times slower), else one multiply-add pass per
+    tap."""
+    kh, kw = w.shape
+    if kh == 3 and kw == 3 and dw == 1:
+        w00, w01, w02 = w[0, 0], w[0, 1], w[0, 2]
+        w10, w11, w12 = w[1, 0], w[1, 1], w[1, 2]
+        w20, w21, w22 = w[2, 0], w[2, 1], w[2, 2]
+        r0 = src
+        r1 = src[dh * Wr:]
+        r2 = src[2 * dh * Wr:]
+        for k in range(n):
+            out[k] = (w00 * r0[k] + w01 * r0[k + 1] + w02 * r0[k + 2]
+                      + w10 * r1[k] + w11 * r1[k + 1] + w12 * r1[k + 2]
+                      + w20 * r2[k] + w21 * r2[k + 1] + w22 * r2[k + 2])
+        return
+    out[:n] = 0
+    for i in range(kh):
+        for j in range(kw):
+            wv = w[i, j]
+            v = src[i * dh * Wr + j * dw:]
+            for k in range(n):
+                out[k] += wv * v[k]
+
+
 @njit(inline="always", nogil=True)
 def _depthwise_rows_3x3(y, w, padded, sh, dh, Wp, Ho, Wo):
-    """The depthwise forward of one plane for the common 3×3 kernel at unit column stride and
-    dilation: the nine weights held in registers, each output pixel's nine products summed in
-    one pass, (i, j) order as in the general loop, the ow loop vectorised over three rows."""
+    """The depthwise forward of one plane for a 3×3 kernel at unit column stride and dilation
+    and row stride > 1: the nine weights held in registers, each output pixel's nine products
+    summed in one pass, in (i, j) order as in the general loop."""
     w00, w01, w02 = w[0, 0], w[0, 1], w[0, 2]
     w10, w11, w12 = w[1, 0], w[1, 1], w[1, 2]
     w20, w21, w22 = w[2, 0], w[2, 1], w[2, 2]
@@ -371,66 +442,65 @@ def _depthwise_rows_3x3(y, w, padded, sh, dh, Wp, Ho, Wo):
 def _depthwise_forward_kernel(x, w, y, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo):
     """y[b, c, oh, ow] = Σ_ij w[b, c, i, j] · x[b, c, oh·sh − ph + i·dh, ow·sw − pw + j·dw]
     (each plane with its own kernel, x zero outside), each output summed in (i, j) order.
-    ``w`` is [nb, C, kh, kw]; ``y`` must be zero on entry."""
+    ``w`` is [nb, C, kh, kw]; every value of ``y`` is written. Unit stride takes flat rows (see
+    above), a 3×3 kernel at unit column stride and dilation the row loop of
+    :func:`_depthwise_rows_3x3`, anything else one multiply-add pass per tap and row."""
     nb, C = x.shape[0], x.shape[1]
-    padded, Wp = _bordered_plane(x, ph, pw)
-    dense3x3 = kh == 3 and kw == 3 and sw == 1 and dw == 1
+    padded, Wp = _flat_plane(x, ph, pw, kw, dw)
+    unit = sh == 1 and sw == 1
+    n = (Ho - 1) * Wp + Wo
+    flat = np.empty(n if unit else 0, dtype=y.dtype)
+    rows3x3 = kh == 3 and kw == 3 and sw == 1 and dw == 1
     for b in range(nb):
         for c in range(C):
             _fill_padded(x[b, c], padded, ph, pw, Wp)
-            if dense3x3:
+            if unit:
+                _taps_flat(flat, w[b, c], padded, Wp, dh, dw, n)
+                _rows_out(flat, y[b, c], Wp)
+            elif rows3x3:
                 _depthwise_rows_3x3(y[b, c], w[b, c], padded, sh, dh, Wp, Ho, Wo)
-                continue
-            for i in range(kh):
-                for j in range(kw):
-                    wv = w[b, c, i, j]
-                    for oh in range(Ho):
-                        _gather_row(y[b, c, oh], wv, _window(padded, oh, i, j, sh, dh, dw, Wp),
-                                    sw, Wo)
-
-
-@njit(inline="always", nogil=True)
-def _depthwise_gather_3x3(gx, w, gyb, ph, pw, Wq):
-    """gx[h, x] = Σ_ij w[i, j] · gy[h + ph − i, x + pw − j] (gy zero outside) for a 3×3 kernel
-    at unit stride and dilation, in (i, j) order, the scatter of the general loop turned into
-    a gather: gyb is gy with a zero border of 2 and row length Wq, so every index is in range
-    and non-negative, and the x loop is one vectorised pass per input row."""
-    w00, w01, w02 = w[0, 0], w[0, 1], w[0, 2]
-    w10, w11, w12 = w[1, 0], w[1, 1], w[1, 2]
-    w20, w21, w22 = w[2, 0], w[2, 1], w[2, 2]
-    H, W = gx.shape
-    for h in range(H):
-        # gy rows h + ph − i for i = 0, 1, 2, each from column pw − 2 (index x + 2 − j is
-        # gy column x + pw − j): offsets the compiler sees are non-negative, so it vectorises
-        q0 = gyb[(h + ph + 2) * Wq + pw:]
-        q1 = gyb[(h + ph + 1) * Wq + pw:]
-        q2 = gyb[(h + ph) * Wq + pw:]
-        out = gx[h]
-        for x in range(W):
-            out[x] = (w00 * q0[x + 2] + w01 * q0[x + 1] + w02 * q0[x]
-                      + w10 * q1[x + 2] + w11 * q1[x + 1] + w12 * q1[x]
-                      + w20 * q2[x + 2] + w21 * q2[x + 1] + w22 * q2[x])
+            else:
+                y[b, c] = 0
+                for i in range(kh):
+                    for j in range(kw):
+                        wv = w[b, c, i, j]
+                        for oh in range(Ho):
+                            _gather_row(y[b, c, oh], wv,
+                                        _window(padded, oh, i, j, sh, dh, dw, Wp), sw, Wo)
 
 
 @njit(cache=True, nogil=True)
 def _depthwise_backward_input_kernel(gy, w, gx, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo):
     """The transpose of ``_depthwise_forward_kernel`` in x: every gy[b, c, oh, ow]·w[b, c, i, j]
     is added to the pixel it came from, in the fixed order (i, j, oh, ow), accumulated in a
-    zero-bordered plane whose interior is then copied out. A 3×3 kernel at unit stride and
-    dilation and finite weights gathers instead (:func:`_depthwise_gather_3x3`), the same sums
-    in the same order."""
-    nb, C = gx.shape[0], gx.shape[1]
+    zero-bordered plane whose interior is then copied out.
+
+    At unit stride with finite weights the scatter turns into a gather over flat rows, the same
+    products added in the reverse tap order (it is the forward loop of the flipped kernel):
+    gx[h, x] = Σ_ij w[i, j] · gy[h + ph − i·dh, x + pw − j·dw], read
+    from a copy of gy with a zero border of ((kh − 1)·dh, (kw − 1)·dw) and row length Wq, in
+    which every index is in range and non-negative. (A plane whose kernel holds a NaN or an
+    infinity takes the scatter: the gather would also multiply it by gy's zero border and spread
+    it to pixels its tap never reads.)"""
+    nb, C, H, W = gx.shape
     padded, Wp = _bordered_plane(gx, ph, pw)
-    unit3x3 = kh == 3 and kw == 3 and sh == 1 and sw == 1 and dh == 1 and dw == 1
-    Wq = Wo + 4
-    gyb = np.zeros((Ho + 4) * Wq if unit3x3 else 0, dtype=gx.dtype)
+    unit = sh == 1 and sw == 1
+    bh, bw = (kh - 1) * dh, (kw - 1) * dw
+    Wq = Wo + 2 * bw
+    n = (H - 1) * Wq + W
+    gyb = np.zeros(((Ho + 2 * bh) * Wq + bw) if unit else 0, dtype=gx.dtype)
+    flat = np.empty(n if unit else 0, dtype=gx.dtype)
+    flipped = np.empty((kh, kw), dtype=gx.dtype)
     for b in range(nb):
         for c in range(C):
-            # a non-finite weight must reach only the pixels its tap reads: the gather would
-            # also multiply it by gy's zero border, so such a plane takes the scatter
-            if unit3x3 and np.isfinite(w[b, c]).all():
-                _fill_padded(gy[b, c], gyb, 2, 2, Wq)
-                _depthwise_gather_3x3(gx[b, c], w[b, c], gyb, ph, pw, Wq)
+            if unit and _all_finite(w[b, c]):
+                _fill_padded(gy[b, c], gyb, bh, bw, Wq)
+                # flat position k = h·Wq + x reads tap (i, j) at gyb offset
+                # (ph + (kh − 1 − i)·dh)·Wq + pw + (kw − 1 − j)·dw: the flipped kernel's tap
+                # (kh − 1 − i, kw − 1 − j), read from ph·Wq + pw on
+                flipped[:, :] = w[b, c, ::-1, ::-1]
+                _taps_flat(flat, flipped, gyb[ph * Wq + pw:], Wq, dh, dw, n)
+                _rows_out(flat, gx[b, c], Wq)
                 continue
             padded[:] = 0
             for i in range(kh):
@@ -442,30 +512,57 @@ def _depthwise_backward_input_kernel(gy, w, gx, kh, kw, sh, sw, ph, pw, dh, dw, 
             _crop_padded(padded, gx[b, c], ph, pw, Wp)
 
 
+@njit(cache=True, nogil=True, fastmath={"reassoc"})
+def _dot(a, v, n):
+    """Σ_{k<n} a[k]·v[k], compiled with reassociation allowed, so that the compiler keeps
+    several vector partial sums instead of one serial chain (eight times faster at n = 224).
+    The order of the additions is fixed by the compiled loop and n alone: the bits repeat run
+    to run and do not depend on the thread count."""
+    total = a[0] * v[0]
+    for k in range(1, n):
+        total += a[k] * v[k]
+    return total
+
+
 @njit(cache=True, nogil=True)
 def _depthwise_backward_weight_kernel(x, gy, gw, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo):
     """gw[b, c, i, j] += Σ_{oh, ow} gy[b, c, oh, ow] · x[b, c, oh·sh − ph + i·dh,
-    ow·sw − pw + j·dw] (one kernel gradient per plane), each sum over oh for every ow, then
-    over ow in order."""
+    ow·sw − pw + j·dw] (one kernel gradient per plane).
+
+    At unit stride with a finite plane: gy copied into flat rows of the bordered plane's row
+    length Wp, zero in the Wp − Wo columns past each row, so every tap's sum is one flat dot
+    product of length Ho·Wp (:func:`_dot`). (A plane holding a NaN or an infinity takes
+    the row loop: the zero columns would multiply it where no tap reads it.) Otherwise each
+    sum runs over oh into a row of per-ow sums, then over ow in order."""
     nb, C = x.shape[0], x.shape[1]
-    padded, Wp = _bordered_plane(x, ph, pw)
+    padded, Wp = _flat_plane(x, ph, pw, kw, dw)
+    unit = sh == 1 and sw == 1
+    n = Ho * Wp
+    gyq = np.zeros(n if unit else 0, dtype=gw.dtype)
     rowsum = np.empty(Wo, dtype=gw.dtype)
     for b in range(nb):
         for c in range(C):
             _fill_padded(x[b, c], padded, ph, pw, Wp)
+            if unit and _all_finite(x[b, c]):
+                for oh in range(Ho):
+                    src = gy[b, c, oh]
+                    dst = gyq[oh * Wp:]
+                    for ow in range(Wo):
+                        dst[ow] = src[ow]
+                for i in range(kh):
+                    for j in range(kw):
+                        gw[b, c, i, j] += _dot(gyq, padded[i * dh * Wp + j * dw:], n)
+                continue
             for i in range(kh):
                 for j in range(kw):
-                    # Σ over oh into a row of per-ow sums (a vectorised loop; a running
-                    # scalar sum is a dependency chain the compiler must keep serial), then
-                    # Σ over ow in order.
                     rowsum[:] = 0
                     for oh in range(Ho):
                         _gather_products(rowsum, gy[b, c, oh],
                                          _window(padded, oh, i, j, sh, dh, dw, Wp), sw, Wo)
-                    acc = gw[b, c, i, j]
+                    acc_ij = gw[b, c, i, j]
                     for ow in range(Wo):
-                        acc += rowsum[ow]
-                    gw[b, c, i, j] = acc
+                        acc_ij += rowsum[ow]
+                    gw[b, c, i, j] = acc_ij
 
 
 _pad_source = njit(inline="always")(pad_source)
@@ -658,7 +755,8 @@ def conv2d_forward(x, weight, stride, padding, dilation, groups):
     Ho, Wo = output_size(x.shape, kernel, stride, padding, dilation)
     L, rows = Ho * Wo, C * kernel[0] * kernel[1]
     per_example = weight.ndim == 5
-    y = np.zeros((B, Cout, Ho, Wo), dtype=dtype)
+    # every path below writes each output value (zeros only where nothing runs)
+    y = (np.empty if B * Cout * L and rows else np.zeros)((B, Cout, Ho, Wo), dtype=dtype)
     geo = _geometry_args(kernel, stride, padding, dilation, Ho, Wo)
     if _is_depthwise(weight.shape, C, groups):
         xp, wp, yp = _planes_of(x), _plane_weights(weight, B, C, dtype), _planes_of(y)
@@ -666,7 +764,7 @@ def conv2d_forward(x, weight, stride, padding, dilation, groups):
         def direct(s, e):
             _depthwise_forward_kernel(xp[s:e], wp[s:e], yp[s:e], *geo)
         if y.size and rows:
-            _run_chunks(B * C, direct, kernel[0] * kernel[1] * L)
+            _run_chunks(B * C, direct, DIRECT_COST * kernel[0] * kernel[1] * L)
         return y
     w = _grouped(weight, groups, dtype)                       # [1|B, G, Cout/G, K]
 
@@ -690,16 +788,19 @@ def conv2d_backward_input(gy, weight, x_shape, stride, padding, dilation, groups
     kernel = weight.shape[-2:]
     L, rows = Ho * Wo, C * kernel[0] * kernel[1]
     per_example = weight.ndim == 5
-    gx = np.zeros(tuple(x_shape), dtype=dtype)
     geo = _geometry_args(kernel, stride, padding, dilation, Ho, Wo)
     if _is_depthwise(weight.shape, C, groups):
+        # the direct kernel writes every pixel of gx (zeros only where it does not run)
+        gx = (np.empty if math.prod(x_shape) and rows and L else np.zeros)(
+            tuple(x_shape), dtype=dtype)
         gyp, wp, gxp = _planes_of(gy), _plane_weights(weight, B, C, dtype), _planes_of(gx)
 
         def direct(s, e):
             _depthwise_backward_input_kernel(gyp[s:e], wp[s:e], gxp[s:e], *geo)
         if gx.size and rows and L:
-            _run_chunks(B * C, direct, kernel[0] * kernel[1] * L)
+            _run_chunks(B * C, direct, DIRECT_COST * kernel[0] * kernel[1] * L)
         return gx
+    gx = np.zeros(tuple(x_shape), dtype=dtype)
     # wᵀ [1|B, G, Cin/G·kh·kw, Cout/G], contiguous so each product is a plain GEMM
     wT = np.ascontiguousarray(np.swapaxes(_grouped(weight, groups, dtype), -1, -2))
 
@@ -774,7 +875,8 @@ def _depthwise_backward_weight(x, gy, kernel, geo, per_example):
     def direct(s, e):
         _depthwise_backward_weight_kernel(xp[s:e], gyp[s:e], gwp[s:e], *geo)
 
-    _run_chunks(B * C, direct, kernel[0] * kernel[1] * gy.shape[2] * gy.shape[3])
+    _run_chunks(B * C, direct,
+                DIRECT_COST * kernel[0] * kernel[1] * gy.shape[2] * gy.shape[3])
     if per_example:
         return gwp
     gw = gwp[:C].copy()
