@@ -332,6 +332,44 @@ def _im2col_kernel(x, cols, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo):
                 _copy_row(d[oh * Wo:], _window(padded, oh, i, j, sh, dh, dw, Wp), sw, Wo)
 
 
+@njit(inline="always", nogil=True)
+def _valid_columns(off, sw, W, Wo):
+    """[lo, hi): the output columns ow whose input column ow·sw + off lies in [0, W)."""
+    lo = builtins.min(Wo, builtins.max(0, -((off) // sw)))          # ⌈−off/sw⌉, at least 0
+    hi = builtins.max(lo, builtins.min(Wo, -((off - W) // sw)))     # ⌈(W − off)/sw⌉
+    return lo, hi
+
+
+@njit(cache=True, nogil=True)
+def _im2col_band_kernel(x, cols, kh, kw, sh, sw, ph, pw, dh, dw, Wo, oh0, oh1):
+    """The columns of one example x [C, H, W] for the output rows oh0 ≤ oh < oh1 only:
+    cols[(c, i, j), (oh − oh0)·Wo + ow] = x[c, oh·sh − ph + i·dh, ow·sw − pw + j·dw], zero
+    outside x. Reads x in place (no bordered copy, which a band would fill for a few rows):
+    each row's in-range columns come from :func:`_valid_columns`, the rest are zeros."""
+    C, H, W = x.shape
+    for c in range(C):
+        for i in range(kh):
+            for j in range(kw):
+                d = cols[(c * kh + i) * kw + j]
+                off = j * dw - pw
+                lo, hi = _valid_columns(off, sw, W, Wo)
+                for oh in range(oh0, oh1):
+                    row = d[(oh - oh0) * Wo:(oh - oh0 + 1) * Wo]
+                    h = oh * sh - ph + i * dh
+                    if h < 0 or h >= H:
+                        row[:] = 0
+                        continue
+                    src = x[c, h]
+                    row[:lo] = 0
+                    if sw == 1:
+                        for ow in range(lo, hi):
+                            row[ow] = src[ow + off]
+                    else:
+                        for ow in range(lo, hi):
+                            row[ow] = src[ow * sw + off]
+                    row[hi:] = 0
+
+
 @njit(cache=True, nogil=True)
 def _col2im_kernel(cols, gx, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo):
     """The transpose of ``_im2col_kernel``: every column entry is added back to the pixel it
@@ -769,6 +807,10 @@ def conv2d_forward(x, weight, stride, padding, dilation, groups):
     w = _grouped(weight, groups, dtype)                       # [1|B, G, Cout/G, K]
 
     pointwise = _is_pointwise(kernel, stride, padding)
+    cost = (Cout // groups + 1) * rows * L                    # per example
+    if y.size and rows and B < MIN_CHUNKS and B * cost >= INLINE_COST and not pointwise:
+        _banded_forward(x, w, y, geo, groups, per_example)
+        return y
 
     def work(s, e):
         cols = _columns(x, s, e, rows, L, geo, pointwise)
@@ -776,8 +818,32 @@ def conv2d_forward(x, weight, stride, padding, dilation, groups):
                   cols.reshape(e - s, groups, rows // groups, L),
                   out=y[s:e].reshape(e - s, groups, Cout // groups, L))
     if y.size and rows:
-        _run_chunks(B, work, (Cout // groups + 1) * rows * L, rows * L * dtype.itemsize)
+        _run_chunks(B, work, cost, rows * L * dtype.itemsize)
     return y
+
+
+def _banded_forward(x, w, y, geo, groups, per_example):
+    """The forward of a few large examples (batch 1 above all), cut into bands of output rows
+    so that every thread has work: ⌈MIN_CHUNKS/B⌉ bands per example (from the shapes alone),
+    each unfolded by :func:`_im2col_band_kernel` and multiplied into its rows of y."""
+    B, Cout, Ho, Wo = y.shape
+    kh, kw = geo[0], geo[1]
+    rows = x.shape[1] * kh * kw
+    per_band = math.ceil(Ho / builtins.min(Ho, math.ceil(MIN_CHUNKS / B)))
+    bands = math.ceil(Ho / per_band)
+    y3 = y.reshape(B, groups, Cout // groups, Ho * Wo)
+
+    def work(s, e):
+        for item in range(s, e):
+            b, band = divmod(item, bands)
+            oh0 = band * per_band
+            oh1 = builtins.min(Ho, oh0 + per_band)
+            cols = _scratch((rows, (oh1 - oh0) * Wo), x.dtype)
+            _im2col_band_kernel(x[b], cols, *geo[:8], Wo, oh0, oh1)
+            np.matmul(w[b] if per_example else w[0],
+                      cols.reshape(groups, rows // groups, (oh1 - oh0) * Wo),
+                      out=y3[b, :, :, oh0 * Wo:oh1 * Wo])
+    _run_chunks(B * bands, work, (Cout // groups + 1) * rows * per_band * Wo)
 
 
 def conv2d_backward_input(gy, weight, x_shape, stride, padding, dilation, groups):
