@@ -285,35 +285,14 @@ def _copy_row(out, v, sw, n):
 
 
 @njit(inline="always", nogil=True)
-def _gather_row(out, a, v, sw, n):
-    """out[ow] += a · v[ow·sw] for ow < n (stride 1 a plain vectorised loop)."""
-    if sw == 1:
-        for ow in range(n):
-            out[ow] += a * v[ow]
-    else:
-        for ow in range(n):
-            out[ow] += a * v[ow * sw]
-
-
-@njit(inline="always", nogil=True)
 def _scatter_row(v, a, g, sw, n):
-    """v[ow·sw] += a · g[ow] for ow < n: the transpose of :func:`_gather_row`."""
+    """v[ow·sw] += a · g[ow] for ow < n (stride 1 a plain vectorised loop)."""
     if sw == 1:
-        _gather_row(v, a, g, 1, n)          # at stride 1 both are v[ow] += a · g[ow]
+        for ow in range(n):
+            v[ow] += a * g[ow]
     else:
         for ow in range(n):
             v[ow * sw] += a * g[ow]
-
-
-@njit(inline="always", nogil=True)
-def _gather_products(out, g, v, sw, n):
-    """out[ow] += g[ow] · v[ow·sw] for ow < n (stride 1 a plain vectorised loop)."""
-    if sw == 1:
-        for ow in range(n):
-            out[ow] += g[ow] * v[ow]
-    else:
-        for ow in range(n):
-            out[ow] += g[ow] * v[ow * sw]
 
 
 @njit(cache=True, nogil=True)
@@ -390,13 +369,24 @@ def _col2im_kernel(cols, gx, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo):
             _crop_padded(padded, gx[b, c], ph, pw, Wp)
 
 
-# The depthwise kernels at unit stride work on whole planes as flat arrays ("flat rows"):
-# with the bordered plane P of row length Wp, output pixel (oh, ow) at tap (i, j) reads
-# P[oh·Wp + ow + i·dh·Wp + j·dw], so one loop over k = oh·Wp + ow, for k < (Ho − 1)·Wp + Wo,
-# computes every output row in one long vectorised pass; the Wp − Wo positions at the end of
-# each row fall between rows, are computed from real (finite or not) neighbours and are
-# dropped when the rows are copied out. Short image rows (14 or 28 pixels) would otherwise
-# leave most of each vector loop to its scalar remainder.
+# --- depthwise kernels ------------------------------------------------------------------------
+# Two loop structures, chosen by shape in ``_depthwise_kernels`` (docs/numba.md draws both):
+#
+# * flat rows (unit stride, planes wider than FLAT_MIN_WIDTH): with the bordered plane P of row
+#   length Wp, output pixel (oh, ow) at tap (i, j) reads P[oh·Wp + ow + i·dh·Wp + j·dw], so one
+#   loop over k = oh·Wp + ow, for k < (Ho − 1)·Wp + Wo, computes every output row in one long
+#   vectorised pass; the Wp − Wo positions at the end of each row fall between rows, are
+#   computed from real neighbours and dropped when the rows are copied out.
+# * plane blocks (any stride, and small planes): PLANE_BLOCK planes interleaved pixel by pixel
+#   into a bordered block [Hp·Wp, PLANE_BLOCK], so the innermost loop runs over the planes of
+#   the block, a full vector whatever the plane size, stride or dilation. Short or strided rows
+#   would otherwise leave most of each vector loop to its scalar remainder.
+
+PLANE_BLOCK = 16
+# unit-stride planes with more output columns than this take flat rows, the rest plane blocks
+# (measured: flat rows win from 14 columns up, plane blocks at 4; both are exact)
+FLAT_MIN_WIDTH = 8
+
 
 @njit(inline="always", nogil=True)
 def _flat_plane(a, ph, pw, kw, dw):
@@ -457,99 +447,6 @@ def _taps_flat(out, w, src, Wr, dh, dw, n):
                 out[k] += wv * v[k]
 
 
-@njit(inline="always", nogil=True)
-def _depthwise_rows_3x3(y, w, padded, sh, dh, Wp, Ho, Wo):
-    """The depthwise forward of one plane for a 3×3 kernel at unit column stride and dilation
-    and row stride > 1: the nine weights held in registers, each output pixel's nine products
-    summed in one pass, in (i, j) order as in the general loop."""
-    w00, w01, w02 = w[0, 0], w[0, 1], w[0, 2]
-    w10, w11, w12 = w[1, 0], w[1, 1], w[1, 2]
-    w20, w21, w22 = w[2, 0], w[2, 1], w[2, 2]
-    for oh in range(Ho):
-        r0 = padded[(oh * sh) * Wp:]
-        r1 = padded[(oh * sh + dh) * Wp:]
-        r2 = padded[(oh * sh + 2 * dh) * Wp:]
-        out = y[oh]
-        for ow in range(Wo):
-            out[ow] = (w00 * r0[ow] + w01 * r0[ow + 1] + w02 * r0[ow + 2]
-                       + w10 * r1[ow] + w11 * r1[ow + 1] + w12 * r1[ow + 2]
-                       + w20 * r2[ow] + w21 * r2[ow + 1] + w22 * r2[ow + 2])
-
-
-@njit(cache=True, nogil=True)
-def _depthwise_forward_kernel(x, w, y, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo):
-    """y[b, c, oh, ow] = Σ_ij w[b, c, i, j] · x[b, c, oh·sh − ph + i·dh, ow·sw − pw + j·dw]
-    (each plane with its own kernel, x zero outside), each output summed in (i, j) order.
-    ``w`` is [nb, C, kh, kw]; every value of ``y`` is written. Unit stride takes flat rows (see
-    above), a 3×3 kernel at unit column stride and dilation the row loop of
-    :func:`_depthwise_rows_3x3`, anything else one multiply-add pass per tap and row."""
-    nb, C = x.shape[0], x.shape[1]
-    padded, Wp = _flat_plane(x, ph, pw, kw, dw)
-    unit = sh == 1 and sw == 1
-    n = (Ho - 1) * Wp + Wo
-    flat = np.empty(n if unit else 0, dtype=y.dtype)
-    rows3x3 = kh == 3 and kw == 3 and sw == 1 and dw == 1
-    for b in range(nb):
-        for c in range(C):
-            _fill_padded(x[b, c], padded, ph, pw, Wp)
-            if unit:
-                _taps_flat(flat, w[b, c], padded, Wp, dh, dw, n)
-                _rows_out(flat, y[b, c], Wp)
-            elif rows3x3:
-                _depthwise_rows_3x3(y[b, c], w[b, c], padded, sh, dh, Wp, Ho, Wo)
-            else:
-                y[b, c] = 0
-                for i in range(kh):
-                    for j in range(kw):
-                        wv = w[b, c, i, j]
-                        for oh in range(Ho):
-                            _gather_row(y[b, c, oh], wv,
-                                        _window(padded, oh, i, j, sh, dh, dw, Wp), sw, Wo)
-
-
-@njit(cache=True, nogil=True)
-def _depthwise_backward_input_kernel(gy, w, gx, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo):
-    """The transpose of ``_depthwise_forward_kernel`` in x: every gy[b, c, oh, ow]·w[b, c, i, j]
-    is added to the pixel it came from, in the fixed order (i, j, oh, ow), accumulated in a
-    zero-bordered plane whose interior is then copied out.
-
-    At unit stride with finite weights the scatter turns into a gather over flat rows, the same
-    products added in the reverse tap order (it is the forward loop of the flipped kernel):
-    gx[h, x] = Σ_ij w[i, j] · gy[h + ph − i·dh, x + pw − j·dw], read
-    from a copy of gy with a zero border of ((kh − 1)·dh, (kw − 1)·dw) and row length Wq, in
-    which every index is in range and non-negative. (A plane whose kernel holds a NaN or an
-    infinity takes the scatter: the gather would also multiply it by gy's zero border and spread
-    it to pixels its tap never reads.)"""
-    nb, C, H, W = gx.shape
-    padded, Wp = _bordered_plane(gx, ph, pw)
-    unit = sh == 1 and sw == 1
-    bh, bw = (kh - 1) * dh, (kw - 1) * dw
-    Wq = Wo + 2 * bw
-    n = (H - 1) * Wq + W
-    gyb = np.zeros(((Ho + 2 * bh) * Wq + bw) if unit else 0, dtype=gx.dtype)
-    flat = np.empty(n if unit else 0, dtype=gx.dtype)
-    flipped = np.empty((kh, kw), dtype=gx.dtype)
-    for b in range(nb):
-        for c in range(C):
-            if unit and _all_finite(w[b, c]):
-                _fill_padded(gy[b, c], gyb, bh, bw, Wq)
-                # flat position k = h·Wq + x reads tap (i, j) at gyb offset
-                # (ph + (kh − 1 − i)·dh)·Wq + pw + (kw − 1 − j)·dw: the flipped kernel's tap
-                # (kh − 1 − i, kw − 1 − j), read from ph·Wq + pw on
-                flipped[:, :] = w[b, c, ::-1, ::-1]
-                _taps_flat(flat, flipped, gyb[ph * Wq + pw:], Wq, dh, dw, n)
-                _rows_out(flat, gx[b, c], Wq)
-                continue
-            padded[:] = 0
-            for i in range(kh):
-                for j in range(kw):
-                    wv = w[b, c, i, j]
-                    for oh in range(Ho):
-                        _scatter_row(_window(padded, oh, i, j, sh, dh, dw, Wp), wv,
-                                     gy[b, c, oh], sw, Wo)
-            _crop_padded(padded, gx[b, c], ph, pw, Wp)
-
-
 @njit(cache=True, nogil=True, fastmath={"reassoc"})
 def _dot(a, v, n):
     """Σ_{k<n} a[k]·v[k], compiled with reassociation allowed, so that the compiler keeps
@@ -563,44 +460,231 @@ def _dot(a, v, n):
 
 
 @njit(cache=True, nogil=True)
-def _depthwise_backward_weight_kernel(x, gy, gw, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo):
-    """gw[b, c, i, j] += Σ_{oh, ow} gy[b, c, oh, ow] · x[b, c, oh·sh − ph + i·dh,
-    ow·sw − pw + j·dw] (one kernel gradient per plane).
-
-    At unit stride with a finite plane: gy copied into flat rows of the bordered plane's row
-    length Wp, zero in the Wp − Wo columns past each row, so every tap's sum is one flat dot
-    product of length Ho·Wp (:func:`_dot`). (A plane holding a NaN or an infinity takes
-    the row loop: the zero columns would multiply it where no tap reads it.) Otherwise each
-    sum runs over oh into a row of per-ow sums, then over ow in order."""
+def _depthwise_forward_flat(x, w, y, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo):
+    """y[b, c, oh, ow] = Σ_ij w[b, c, i, j] · x[b, c, oh − ph + i·dh, ow − pw + j·dw] at unit
+    stride, x zero outside, each output summed in (i, j) order, over flat rows."""
     nb, C = x.shape[0], x.shape[1]
     padded, Wp = _flat_plane(x, ph, pw, kw, dw)
-    unit = sh == 1 and sw == 1
-    n = Ho * Wp
-    gyq = np.zeros(n if unit else 0, dtype=gw.dtype)
-    rowsum = np.empty(Wo, dtype=gw.dtype)
+    n = (Ho - 1) * Wp + Wo
+    flat = np.empty(n, dtype=y.dtype)
     for b in range(nb):
         for c in range(C):
             _fill_padded(x[b, c], padded, ph, pw, Wp)
-            if unit and _all_finite(x[b, c]):
-                for oh in range(Ho):
-                    src = gy[b, c, oh]
-                    dst = gyq[oh * Wp:]
-                    for ow in range(Wo):
-                        dst[ow] = src[ow]
-                for i in range(kh):
-                    for j in range(kw):
-                        gw[b, c, i, j] += _dot(gyq, padded[i * dh * Wp + j * dw:], n)
+            _taps_flat(flat, w[b, c], padded, Wp, dh, dw, n)
+            _rows_out(flat, y[b, c], Wp)
+
+
+@njit(cache=True, nogil=True)
+def _depthwise_backward_input_flat(gy, w, gx, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo):
+    """The input gradient at unit stride: the scatter of the forward turned into a gather over
+    flat rows, gx[h, x] = Σ_ij w[i, j] · gy[h + ph − i·dh, x + pw − j·dw] (gy zero outside),
+    read from a copy of gy with a zero border of ((kh − 1)·dh, (kw − 1)·dw) and row length Wq
+    in which every index is in range: the forward loop of the flipped kernel, so the products
+    are added in reverse tap order. A plane whose kernel holds a NaN or an infinity takes the
+    plane-block scatter instead: the gather would also multiply it by gy's zero border and
+    spread it to pixels its tap never reads."""
+    nb, C, H, W = gx.shape
+    bh, bw = (kh - 1) * dh, (kw - 1) * dw
+    Wq = Wo + 2 * bw
+    n = (H - 1) * Wq + W
+    gyb = np.zeros((Ho + 2 * bh) * Wq + bw, dtype=gx.dtype)
+    flat = np.empty(n, dtype=gx.dtype)
+    flipped = np.empty((kh, kw), dtype=gx.dtype)
+    for b in range(nb):
+        for c in range(C):
+            if not _all_finite(w[b, c]):
+                _depthwise_backward_input_blocks(gy[b:b + 1, c:c + 1], w[b:b + 1, c:c + 1],
+                                                 gx[b:b + 1, c:c + 1], kh, kw, sh, sw, ph,
+                                                 pw, dh, dw, Ho, Wo)
                 continue
+            _fill_padded(gy[b, c], gyb, bh, bw, Wq)
+            # flat position k = h·Wq + x reads tap (i, j) at gyb offset
+            # (ph + (kh − 1 − i)·dh)·Wq + pw + (kw − 1 − j)·dw: the flipped kernel's tap
+            # (kh − 1 − i, kw − 1 − j), read from ph·Wq + pw on
+            flipped[:, :] = w[b, c, ::-1, ::-1]
+            _taps_flat(flat, flipped, gyb[ph * Wq + pw:], Wq, dh, dw, n)
+            _rows_out(flat, gx[b, c], Wq)
+
+
+@njit(cache=True, nogil=True)
+def _depthwise_backward_weight_flat(x, gy, gw, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo):
+    """gw[b, c, i, j] += Σ_{oh, ow} gy[b, c, oh, ow] · x[b, c, oh − ph + i·dh, ow − pw + j·dw]
+    at unit stride: gy copied into flat rows of the bordered plane's row length Wp, zero in
+    the Wp − Wo columns past each row, so that every tap's sum is one flat dot product of
+    length Ho·Wp (:func:`_dot`). A plane of x holding a NaN or an infinity takes the plane
+    block instead: the zero columns would multiply it where no tap reads it."""
+    nb, C = x.shape[0], x.shape[1]
+    padded, Wp = _flat_plane(x, ph, pw, kw, dw)
+    n = Ho * Wp
+    gyq = np.zeros(n, dtype=gw.dtype)
+    for b in range(nb):
+        for c in range(C):
+            if not _all_finite(x[b, c]):
+                _depthwise_backward_weight_blocks(x[b:b + 1, c:c + 1], gy[b:b + 1, c:c + 1],
+                                                  gw[b:b + 1, c:c + 1], kh, kw, sh, sw, ph,
+                                                  pw, dh, dw, Ho, Wo)
+                continue
+            _fill_padded(x[b, c], padded, ph, pw, Wp)
+            for oh in range(Ho):
+                src = gy[b, c, oh]
+                dst = gyq[oh * Wp:]
+                for ow in range(Wo):
+                    dst[ow] = src[ow]
             for i in range(kh):
                 for j in range(kw):
-                    rowsum[:] = 0
-                    for oh in range(Ho):
-                        _gather_products(rowsum, gy[b, c, oh],
-                                         _window(padded, oh, i, j, sh, dh, dw, Wp), sw, Wo)
-                    acc_ij = gw[b, c, i, j]
+                    gw[b, c, i, j] += _dot(gyq, padded[i * dh * Wp + j * dw:], n)
+
+
+@njit(inline="always", nogil=True)
+def _planes_in(a, first, n, buf, ph, pw, Wp):
+    """buf[(h + ph)·Wp + w + pw, p] = a[b, c, h, w] for the planes first ≤ (b, c) < first + n
+    of a [nb, C, H, W] (counted b-major) as lanes p < n of a plane block; its border is
+    never written."""
+    C, H, W = a.shape[1], a.shape[2], a.shape[3]
+    for p in range(n):
+        plane = a[(first + p) // C, (first + p) % C]
+        for h in range(H):
+            row = plane[h]
+            base = (h + ph) * Wp + pw
+            for w in range(W):
+                buf[base + w, p] = row[w]
+
+
+@njit(inline="always", nogil=True)
+def _planes_out(buf, a, first, n, ph, pw, Wp):
+    """The transpose of :func:`_planes_in`: a[b, c, h, w] = buf[(h + ph)·Wp + w + pw, p]."""
+    C, H, W = a.shape[1], a.shape[2], a.shape[3]
+    for p in range(n):
+        plane = a[(first + p) // C, (first + p) % C]
+        for h in range(H):
+            row = plane[h]
+            base = (h + ph) * Wp + pw
+            for w in range(W):
+                row[w] = buf[base + w, p]
+
+
+@njit(inline="always", nogil=True)
+def _taps_in(w, first, n, wt):
+    """wt[i·kw + j, p] = w[b, c, i, j] for the planes first ≤ (b, c) < first + n; the lanes
+    from n on are zero."""
+    C, kh, kw = w.shape[1], w.shape[2], w.shape[3]
+    wt[:, :] = 0
+    for p in range(n):
+        for i in range(kh):
+            for j in range(kw):
+                wt[i * kw + j, p] = w[(first + p) // C, (first + p) % C, i, j]
+
+
+@njit(cache=True, nogil=True)
+def _depthwise_forward_blocks(x, w, y, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo):
+    """The forward over plane blocks: out[pixel, p] = Σ_ij wt[(i, j), p] · block[(oh·sh + i·dh)
+    ·Wp + ow·sw + j·dw, p], each output summed in (i, j) order, the p loop a full vector; for a
+    3×3 kernel the nine products of a pixel in one expression, else one pass per tap."""
+    nb, C, H, W = x.shape
+    planes = nb * C
+    Wp = W + 2 * pw
+    block = np.zeros(((H + 2 * ph) * Wp, PLANE_BLOCK), dtype=x.dtype)
+    out = np.empty((Ho * Wo, PLANE_BLOCK), dtype=y.dtype)
+    wt = np.empty((kh * kw, PLANE_BLOCK), dtype=y.dtype)
+    offs = np.empty(kh * kw, dtype=np.int64)
+    for i in range(kh):
+        for j in range(kw):
+            offs[i * kw + j] = i * dh * Wp + j * dw
+    for first in range(0, planes, PLANE_BLOCK):
+        n = builtins.min(PLANE_BLOCK, planes - first)
+        _planes_in(x, first, n, block, ph, pw, Wp)
+        _taps_in(w, first, n, wt)
+        if kh * kw == 9:
+            w0, w1, w2, w3, w4 = wt[0], wt[1], wt[2], wt[3], wt[4]
+            w5, w6, w7, w8 = wt[5], wt[6], wt[7], wt[8]
+            for oh in range(Ho):
+                for ow in range(Wo):
+                    q = oh * sh * Wp + ow * sw
+                    o = out[oh * Wo + ow]
+                    b0, b1, b2 = block[q + offs[0]], block[q + offs[1]], block[q + offs[2]]
+                    b3, b4, b5 = block[q + offs[3]], block[q + offs[4]], block[q + offs[5]]
+                    b6, b7, b8 = block[q + offs[6]], block[q + offs[7]], block[q + offs[8]]
+                    for p in range(PLANE_BLOCK):
+                        o[p] = (w0[p] * b0[p] + w1[p] * b1[p] + w2[p] * b2[p]
+                                + w3[p] * b3[p] + w4[p] * b4[p] + w5[p] * b5[p]
+                                + w6[p] * b6[p] + w7[p] * b7[p] + w8[p] * b8[p])
+        else:
+            out[:, :] = 0
+            for t in range(kh * kw):
+                wv = wt[t]
+                for oh in range(Ho):
                     for ow in range(Wo):
-                        acc_ij += rowsum[ow]
-                    gw[b, c, i, j] = acc_ij
+                        o = out[oh * Wo + ow]
+                        v = block[oh * sh * Wp + ow * sw + offs[t]]
+                        for p in range(PLANE_BLOCK):
+                            o[p] += wv[p] * v[p]
+        _planes_out(out, y, first, n, 0, 0, Wo)
+
+
+@njit(cache=True, nogil=True)
+def _depthwise_backward_input_blocks(gy, w, gx, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo):
+    """The transpose of the forward in x over plane blocks: every gy·w product is added to the
+    bordered pixel it came from, in the fixed order (i, j, oh, ow), and the interior copied
+    out. A scatter: exact for any weights, NaN and infinities included."""
+    nb, C, H, W = gx.shape
+    planes = nb * C
+    Wp = W + 2 * pw
+    acc = np.empty(((H + 2 * ph) * Wp, PLANE_BLOCK), dtype=gx.dtype)
+    g = np.empty((Ho * Wo, PLANE_BLOCK), dtype=gx.dtype)
+    wt = np.empty((kh * kw, PLANE_BLOCK), dtype=gx.dtype)
+    for first in range(0, planes, PLANE_BLOCK):
+        n = builtins.min(PLANE_BLOCK, planes - first)
+        _planes_in(gy, first, n, g, 0, 0, Wo)
+        _taps_in(w, first, n, wt)
+        acc[:, :] = 0
+        for i in range(kh):
+            for j in range(kw):
+                wv = wt[i * kw + j]
+                for oh in range(Ho):
+                    for ow in range(Wo):
+                        d = acc[(oh * sh + i * dh) * Wp + ow * sw + j * dw]
+                        gv = g[oh * Wo + ow]
+                        for p in range(PLANE_BLOCK):
+                            d[p] += wv[p] * gv[p]
+        _planes_out(acc, gx, first, n, ph, pw, Wp)
+
+
+@njit(cache=True, nogil=True)
+def _depthwise_backward_weight_blocks(x, gy, gw, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo):
+    """gw[b, c, i, j] += Σ_{oh, ow} gy · x at the pixel tap (i, j) reads, over plane blocks:
+    one vector of per-plane sums per tap, each over (oh, ow) in order."""
+    nb, C, H, W = x.shape
+    planes = nb * C
+    Wp = W + 2 * pw
+    block = np.zeros(((H + 2 * ph) * Wp, PLANE_BLOCK), dtype=x.dtype)
+    g = np.empty((Ho * Wo, PLANE_BLOCK), dtype=x.dtype)
+    acc = np.empty(PLANE_BLOCK, dtype=gw.dtype)
+    for first in range(0, planes, PLANE_BLOCK):
+        n = builtins.min(PLANE_BLOCK, planes - first)
+        _planes_in(x, first, n, block, ph, pw, Wp)
+        _planes_in(gy, first, n, g, 0, 0, Wo)
+        for i in range(kh):
+            for j in range(kw):
+                acc[:] = 0
+                for oh in range(Ho):
+                    for ow in range(Wo):
+                        v = block[(oh * sh + i * dh) * Wp + ow * sw + j * dw]
+                        gv = g[oh * Wo + ow]
+                        for p in range(PLANE_BLOCK):
+                            acc[p] += gv[p] * v[p]
+                for p in range(n):
+                    b, c = (first + p) // C, (first + p) % C
+                    gw[b, c, i, j] += acc[p]
+
+
+def _depthwise_kernels(stride, Wo):
+    """(forward, input gradient, weight gradient) kernels for a depthwise layer: flat rows at
+    unit stride on planes wider than FLAT_MIN_WIDTH, plane blocks otherwise."""
+    if tuple(stride) == (1, 1) and Wo > FLAT_MIN_WIDTH:
+        return (_depthwise_forward_flat, _depthwise_backward_input_flat,
+                _depthwise_backward_weight_flat)
+    return (_depthwise_forward_blocks, _depthwise_backward_input_blocks,
+            _depthwise_backward_weight_blocks)
 
 
 _pad_source = njit(inline="always")(pad_source)
@@ -798,9 +882,10 @@ def conv2d_forward(x, weight, stride, padding, dilation, groups):
     geo = _geometry_args(kernel, stride, padding, dilation, Ho, Wo)
     if _is_depthwise(weight.shape, C, groups):
         xp, wp, yp = _planes_of(x), _plane_weights(weight, B, C, dtype), _planes_of(y)
+        forward = _depthwise_kernels(stride, Wo)[0]
 
         def direct(s, e):
-            _depthwise_forward_kernel(xp[s:e], wp[s:e], yp[s:e], *geo)
+            forward(xp[s:e], wp[s:e], yp[s:e], *geo)
         if y.size and rows:
             _run_chunks(B * C, direct, DIRECT_COST * kernel[0] * kernel[1] * L)
         return y
@@ -860,9 +945,10 @@ def conv2d_backward_input(gy, weight, x_shape, stride, padding, dilation, groups
         gx = (np.empty if math.prod(x_shape) and rows and L else np.zeros)(
             tuple(x_shape), dtype=dtype)
         gyp, wp, gxp = _planes_of(gy), _plane_weights(weight, B, C, dtype), _planes_of(gx)
+        backward_input = _depthwise_kernels(stride, Wo)[1]
 
         def direct(s, e):
-            _depthwise_backward_input_kernel(gyp[s:e], wp[s:e], gxp[s:e], *geo)
+            backward_input(gyp[s:e], wp[s:e], gxp[s:e], *geo)
         if gx.size and rows and L:
             _run_chunks(B * C, direct, DIRECT_COST * kernel[0] * kernel[1] * L)
         return gx
@@ -936,10 +1022,11 @@ def _depthwise_backward_weight(x, gy, kernel, geo, per_example):
     kernel's gradient is then their sum over the batch, in batch order."""
     B, C = x.shape[:2]
     xp, gyp = _planes_of(x), _planes_of(gy)
+    backward_weight = _depthwise_kernels(geo[2:4], geo[-1])[2]
     gwp = np.zeros((B * C, 1) + tuple(kernel), dtype=x.dtype)
 
     def direct(s, e):
-        _depthwise_backward_weight_kernel(xp[s:e], gyp[s:e], gwp[s:e], *geo)
+        backward_weight(xp[s:e], gyp[s:e], gwp[s:e], *geo)
 
     _run_chunks(B * C, direct,
                 DIRECT_COST * kernel[0] * kernel[1] * gy.shape[2] * gy.shape[3])
