@@ -85,14 +85,15 @@ def test_conv2d_gradient_of_one_input_only(backend):
     np.testing.assert_allclose(x.grad.numpy(), xt.grad.numpy(), rtol=1e-9, atol=1e-9)
 
 
+@pytest.mark.parametrize("size", [5, 12])        # small and wider planes take other loops
 @pytest.mark.parametrize("groups,bad", [(3, np.nan), (1, np.nan), (1, np.inf)],
                          ids=["depthwise-nan", "dense-nan", "dense-inf"])
-def test_a_nonfinite_weight_reaches_only_the_pixels_its_tap_reads(backend, groups, bad):
-    """w[0, 0, 0, 0] (tap (0, 0)) non-finite, padding 1, a 5×5 input: the input gradient is
-    non-finite exactly on the 4×4 pixels that tap reads (h, w ≤ 3) of the channels it
-    connects, and equals the NumPy reference there and elsewhere."""
+def test_a_nonfinite_weight_reaches_only_the_pixels_its_tap_reads(backend, groups, bad, size):
+    """w[0, 0, 0, 0] (tap (0, 0)) non-finite, padding 1, a size×size input: the input gradient
+    is non-finite exactly on the (size − 1)² pixels that tap reads (h, w ≤ size − 2) of the
+    channels it connects, and equals the NumPy reference there and elsewhere."""
     rng = np.random.default_rng(4)
-    x = rng.standard_normal((1, 3, 5, 5))
+    x = rng.standard_normal((1, 3, size, size))
     w = rng.standard_normal((3, 3 // groups, 3, 3))
     w[0, 0, 0, 0] = bad
     grads = {}
@@ -102,21 +103,22 @@ def test_a_nonfinite_weight_reaches_only_the_pixels_its_tap_reads(backend, group
         with np.errstate(invalid="ignore"):
             mc.functional.conv2d(xt, wt, padding=1, groups=groups).sum().backward()
         grads[be] = xt.grad.numpy()
-    expected = np.zeros((1, 3, 5, 5), dtype=bool)
-    expected[0, 0, :4, :4] = True                 # channel 0 feeds output 0 in both cases
+    expected = np.zeros((1, 3, size, size), dtype=bool)
+    expected[0, 0, :size - 1, :size - 1] = True   # channel 0 feeds output 0 in both cases
     assert np.array_equal(~np.isfinite(grads[backend]), expected)
     np.testing.assert_array_equal(np.isnan(grads[backend]), np.isnan(grads["numpy"]))
     np.testing.assert_allclose(grads[backend], grads["numpy"], rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("size", [5, 12])
 @pytest.mark.parametrize("groups", [3, 1], ids=["depthwise", "dense"])
-def test_a_nonfinite_input_reaches_only_the_weight_taps_that_read_it(backend, groups):
-    """x[0, 0, 2, 4] (the last column) infinite, a 3×3 kernel with padding 1: the taps of
-    column j = 0 never read the last column, so their weight gradients stay finite, and
+def test_a_nonfinite_input_reaches_only_the_weight_taps_that_read_it(backend, groups, size):
+    """x[0, 0, 2, size − 1] (the last column) infinite, a 3×3 kernel with padding 1: the taps
+    of column j = 0 never read the last column, so their weight gradients stay finite, and
     every weight gradient equals the NumPy reference's."""
     rng = np.random.default_rng(5)
-    x = rng.standard_normal((2, 3, 5, 5))
-    x[0, 0, 2, 4] = np.inf
+    x = rng.standard_normal((2, 3, size, size))
+    x[0, 0, 2, size - 1] = np.inf
     w = rng.standard_normal((3, 3 // groups, 3, 3))
     grads = {}
     for be in ("numpy", backend):
