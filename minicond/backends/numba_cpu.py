@@ -295,58 +295,47 @@ def _scatter_row(v, a, g, sw, n):
             v[ow * sw] += a * g[ow]
 
 
-@njit(cache=True, nogil=True)
-def _im2col_kernel(x, cols, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo):
-    """cols[b, (c, i, j), oh·Wo + ow] = x[b, c, oh·sh − ph + i·dh, ow·sw − pw + j·dw], zero
-    outside x, read through the zero-bordered plane (no bounds tests, non-negative offsets)."""
-    C = x.shape[1]
-    padded, Wp = _bordered_plane(x, ph, pw)
-    for plane in range(x.shape[0] * C):
-        b, c = plane // C, plane % C
-        _fill_padded(x[b, c], padded, ph, pw, Wp)
-        for tap in range(kh * kw):                  # row (c, i, j) = c·kh·kw + tap
+@njit(inline="always", nogil=True)
+def _im2col_rows(x, cols, kh, kw, sh, sw, ph, pw, dh, dw, Wo, oh0, oh1):
+    """cols[(c, i, j), (oh − oh0)·Wo + ow] = x[c, oh·sh − ph + i·dh, ow·sw − pw + j·dw] for the
+    output rows oh0 ≤ oh < oh1 of one example x [C, H, W], zero outside x. Each channel's
+    rows that the band reads are copied into a zero-bordered buffer that stays in cache, and
+    every column row is then a plain (strided at sw > 1) copy from it: no bounds tests."""
+    C, H, W = x.shape
+    span = (oh1 - oh0 - 1) * sh + (kh - 1) * dh + 1    # bordered rows the band reads
+    Wp = W + 2 * pw
+    padded = np.zeros(span * Wp, dtype=x.dtype)
+    top = oh0 * sh - ph                                 # input row of bordered row 0
+    for c in range(C):
+        for r in range(span):
+            h = top + r
+            dst = padded[r * Wp + pw:]
+            if 0 <= h < H:
+                src = x[c, h]
+                for w in range(W):
+                    dst[w] = src[w]
+            else:
+                for w in range(W):
+                    dst[w] = 0
+        for tap in range(kh * kw):                      # row (c, i, j) = c·kh·kw + tap
             i, j = tap // kw, tap % kw
-            d = cols[b, c * kh * kw + tap]
-            for oh in range(Ho):
+            d = cols[c * kh * kw + tap]
+            for oh in range(oh1 - oh0):
                 _copy_row(d[oh * Wo:], _window(padded, oh, i, j, sh, dh, dw, Wp), sw, Wo)
 
 
-@njit(inline="always", nogil=True)
-def _valid_columns(off, sw, W, Wo):
-    """[lo, hi): the output columns ow whose input column ow·sw + off lies in [0, W)."""
-    lo = builtins.min(Wo, builtins.max(0, -((off) // sw)))          # ⌈−off/sw⌉, at least 0
-    hi = builtins.max(lo, builtins.min(Wo, -((off - W) // sw)))     # ⌈(W − off)/sw⌉
-    return lo, hi
+@njit(cache=True, nogil=True)
+def _im2col_kernel(x, cols, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo):
+    """cols[b, (c, i, j), oh·Wo + ow] = x[b, c, oh·sh − ph + i·dh, ow·sw − pw + j·dw], zero
+    outside x (:func:`_im2col_rows` over all output rows of each example)."""
+    for b in range(x.shape[0]):
+        _im2col_rows(x[b], cols[b], kh, kw, sh, sw, ph, pw, dh, dw, Wo, 0, Ho)
 
 
 @njit(cache=True, nogil=True)
 def _im2col_band_kernel(x, cols, kh, kw, sh, sw, ph, pw, dh, dw, Wo, oh0, oh1):
-    """The columns of one example x [C, H, W] for the output rows oh0 ≤ oh < oh1 only:
-    cols[(c, i, j), (oh − oh0)·Wo + ow] = x[c, oh·sh − ph + i·dh, ow·sw − pw + j·dw], zero
-    outside x. Reads x in place (no bordered copy, which a band would fill for a few rows):
-    each row's in-range columns come from :func:`_valid_columns`, the rest are zeros."""
-    C, H, W = x.shape
-    for c in range(C):
-        for i in range(kh):
-            for j in range(kw):
-                d = cols[(c * kh + i) * kw + j]
-                off = j * dw - pw
-                lo, hi = _valid_columns(off, sw, W, Wo)
-                for oh in range(oh0, oh1):
-                    row = d[(oh - oh0) * Wo:(oh - oh0 + 1) * Wo]
-                    h = oh * sh - ph + i * dh
-                    if h < 0 or h >= H:
-                        row[:] = 0
-                        continue
-                    src = x[c, h]
-                    row[:lo] = 0
-                    if sw == 1:
-                        for ow in range(lo, hi):
-                            row[ow] = src[ow + off]
-                    else:
-                        for ow in range(lo, hi):
-                            row[ow] = src[ow * sw + off]
-                    row[hi:] = 0
+    """The columns of one example x [C, H, W] for its output rows oh0 ≤ oh < oh1 only."""
+    _im2col_rows(x, cols, kh, kw, sh, sw, ph, pw, dh, dw, Wo, oh0, oh1)
 
 
 @njit(cache=True, nogil=True)
