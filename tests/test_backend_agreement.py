@@ -327,9 +327,11 @@ def test_im2col_col2im(other, limit, dtype, data):
 
 @covers("conv2d_forward", "conv2d_backward_input", "conv2d_backward_weight")
 @fixture_settings
-@given(data=st.data(), per_example=st.booleans())
-def test_conv2d_kernels(other, limit, dtype, data, per_example):
-    """Shared weights [Cout, Cin/g, kh, kw] and CondConv's per-example [B, Cout, ...]."""
+@given(data=st.data(), per_example=st.booleans(),
+       bias=st.sampled_from(["none", "shared", "per-example"]))
+def test_conv2d_kernels(other, limit, dtype, data, per_example, bias):
+    """Shared weights [Cout, Cin/g, kh, kw] and CondConv's per-example [B, Cout, ...]; no bias,
+    a shared bias [Cout] or one per example [B, Cout]."""
     case = data.draw(conv_cases(size_limit=limit, padding_kinds=SYMMETRIC))
     _, stride, padding, dilation = geometry(case)
     rng = np.random.default_rng(case.seed)
@@ -338,7 +340,9 @@ def test_conv2d_kernels(other, limit, dtype, data, per_example):
     w = rng.standard_normal(w_shape)
     gy = rng.standard_normal(case.out_shape)
     conv = (stride, padding, dilation, case.groups)
-    agree(other, "conv2d_forward", (x, w) + conv, dtype)
+    b = {"none": None, "shared": rng.standard_normal(case.weight_shape[0]),
+         "per-example": rng.standard_normal((case.batch, case.weight_shape[0]))}[bias]
+    agree(other, "conv2d_forward", (x, w) + conv + (b,), dtype)
     agree(other, "conv2d_backward_input", (gy, w, case.x_shape) + conv, dtype)
     agree(other, "conv2d_backward_weight", (x, gy, w_shape) + conv, dtype)
 
@@ -395,7 +399,9 @@ def test_numba_conv_branches(monkeypatch, branch, per_example, dtype):
     gy = rng.standard_normal((B, Cout) + numpy_ref.conv2d_forward(x, w, stride, padding,
                                                                   dilation, groups).shape[2:])
     conv = (stride, padding, dilation, groups)
+    bias = rng.standard_normal((B, Cout) if per_example else Cout)
     agree("numba", "conv2d_forward", (x, w) + conv, dtype)
+    agree("numba", "conv2d_forward", (x, w) + conv + (bias,), dtype)
     agree("numba", "conv2d_backward_input", (gy, w, x.shape) + conv, dtype)
     agree("numba", "conv2d_backward_weight", (x, gy, w_shape) + conv, dtype)
 

@@ -397,6 +397,15 @@ def _all_finite(a):
 
 
 @njit(inline="always", nogil=True)
+def _add_to_plane(plane, v):
+    """plane += v, for a plane just written (still in cache)."""
+    for h in range(plane.shape[0]):
+        row = plane[h]
+        for w in range(row.shape[0]):
+            row[w] += v
+
+
+@njit(inline="always", nogil=True)
 def _rows_out(flat, plane, Wf):
     """plane[h, :] = flat[h·Wf : h·Wf + W]: the valid columns of flat rows of length Wf."""
     H, W = plane.shape
@@ -449,9 +458,10 @@ def _dot(a, v, n):
 
 
 @njit(cache=True, nogil=True)
-def _depthwise_forward_flat(x, w, y, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo):
+def _depthwise_forward_flat(x, w, y, bias, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo):
     """y[b, c, oh, ow] = Σ_ij w[b, c, i, j] · x[b, c, oh − ph + i·dh, ow − pw + j·dw] at unit
-    stride, x zero outside, each output summed in (i, j) order, over flat rows."""
+    stride, x zero outside, each output summed in (i, j) order, over flat rows; then
+    + bias[b·C + c] when ``bias`` is not empty."""
     nb, C = x.shape[0], x.shape[1]
     padded, Wp = _flat_plane(x, ph, pw, kw, dw)
     n = (Ho - 1) * Wp + Wo
@@ -461,6 +471,8 @@ def _depthwise_forward_flat(x, w, y, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo):
             _fill_padded(x[b, c], padded, ph, pw, Wp)
             _taps_flat(flat, w[b, c], padded, Wp, dh, dw, n)
             _rows_out(flat, y[b, c], Wp)
+            if bias.size:
+                _add_to_plane(y[b, c], bias[b * C + c])
 
 
 @njit(cache=True, nogil=True)
@@ -565,10 +577,11 @@ def _taps_in(w, first, n, wt):
 
 
 @njit(cache=True, nogil=True)
-def _depthwise_forward_blocks(x, w, y, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo):
+def _depthwise_forward_blocks(x, w, y, bias, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo):
     """The forward over plane blocks: out[pixel, p] = Σ_ij wt[(i, j), p] · block[(oh·sh + i·dh)
     ·Wp + ow·sw + j·dw, p], each output summed in (i, j) order, the p loop a full vector; for a
-    3×3 kernel the nine products of a pixel in one expression, else one pass per tap."""
+    3×3 kernel the nine products of a pixel in one expression, else one pass per tap. Then
+    + bias[plane] when ``bias`` is not empty."""
     nb, C, H, W = x.shape
     planes = nb * C
     Wp = W + 2 * pw
@@ -608,6 +621,9 @@ def _depthwise_forward_blocks(x, w, y, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo):
                         for p in range(PLANE_BLOCK):
                             o[p] += wv[p] * v[p]
         _planes_out(out, y, first, n, 0, 0, Wo)
+        if bias.size:
+            for p in range(n):
+                _add_to_plane(y[(first + p) // C, (first + p) % C], bias[first + p])
 
 
 @njit(cache=True, nogil=True)
@@ -857,7 +873,7 @@ def _grouped(weight, groups, dtype):
     return grouped_weight(np.ascontiguousarray(weight, dtype=dtype), groups)
 
 
-def conv2d_forward(x, weight, stride, padding, dilation, groups):
+def conv2d_forward(x, weight, stride, padding, dilation, groups, bias=None):
     dtype = np.result_type(x, weight)
     x = np.ascontiguousarray(x, dtype=dtype)
     B, C = x.shape[:2]
@@ -866,24 +882,30 @@ def conv2d_forward(x, weight, stride, padding, dilation, groups):
     Ho, Wo = output_size(x.shape, kernel, stride, padding, dilation)
     L, rows = Ho * Wo, C * kernel[0] * kernel[1]
     per_example = weight.ndim == 5
-    # every path below writes each output value (zeros only where nothing runs)
-    y = (np.empty if B * Cout * L and rows else np.zeros)((B, Cout, Ho, Wo), dtype=dtype)
+    # the bias as one row per example, added by each path to the output it has just written
+    b_rows = None if bias is None else np.ascontiguousarray(
+        np.broadcast_to(bias, (B, Cout)), dtype=dtype)
+    if not (B * Cout * L and rows):                            # nothing to convolve
+        y = np.zeros((B, Cout, Ho, Wo), dtype=dtype)
+        return y if b_rows is None else y + b_rows[:, :, None, None]
+    y = np.empty((B, Cout, Ho, Wo), dtype=dtype)               # every path writes all of it
     geo = _geometry_args(kernel, stride, padding, dilation, Ho, Wo)
     if _is_depthwise(weight.shape, C, groups):
         xp, wp, yp = _planes_of(x), _plane_weights(weight, B, C, dtype), _planes_of(y)
+        # one bias value per plane; an empty array: no bias
+        bp = np.zeros(0, dtype=dtype) if b_rows is None else b_rows.reshape(B * C)
         forward = _depthwise_kernels(stride, Wo)[0]
 
         def direct(s, e):
-            forward(xp[s:e], wp[s:e], yp[s:e], *geo)
-        if y.size and rows:
-            _run_chunks(B * C, direct, DIRECT_COST * kernel[0] * kernel[1] * L)
+            forward(xp[s:e], wp[s:e], yp[s:e], bp[s:e] if bp.size else bp, *geo)
+        _run_chunks(B * C, direct, DIRECT_COST * kernel[0] * kernel[1] * L)
         return y
     w = _grouped(weight, groups, dtype)                       # [1|B, G, Cout/G, K]
 
     pointwise = _is_pointwise(kernel, stride, padding)
     cost = (Cout // groups + 1) * rows * L                    # per example
-    if y.size and rows and B < MIN_CHUNKS and B * cost >= INLINE_COST and not pointwise:
-        _banded_forward(x, w, y, geo, groups, per_example)
+    if B < MIN_CHUNKS and B * cost >= INLINE_COST and not pointwise:
+        _banded_forward(x, w, y, geo, groups, per_example, b_rows)
         return y
 
     def work(s, e):
@@ -891,12 +913,13 @@ def conv2d_forward(x, weight, stride, padding, dilation, groups):
         np.matmul(w[s:e] if per_example else w,
                   cols.reshape(e - s, groups, rows // groups, L),
                   out=y[s:e].reshape(e - s, groups, Cout // groups, L))
-    if y.size and rows:
-        _run_chunks(B, work, cost, rows * L * dtype.itemsize)
+        if b_rows is not None:                                # while the chunk is in cache
+            y[s:e] += b_rows[s:e, :, None, None]
+    _run_chunks(B, work, cost, rows * L * dtype.itemsize)
     return y
 
 
-def _banded_forward(x, w, y, geo, groups, per_example):
+def _banded_forward(x, w, y, geo, groups, per_example, b_rows):
     """The forward of a few large examples (batch 1 above all), cut into bands of output rows
     so that every thread has work: ⌈MIN_CHUNKS/B⌉ bands per example (from the shapes alone),
     each unfolded by :func:`_im2col_band_kernel` and multiplied into its rows of y."""
@@ -914,9 +937,11 @@ def _banded_forward(x, w, y, geo, groups, per_example):
             oh1 = builtins.min(Ho, oh0 + per_band)
             cols = _scratch((rows, (oh1 - oh0) * Wo), x.dtype)
             _im2col_band_kernel(x[b], cols, *geo[:8], Wo, oh0, oh1)
+            band = y3[b, :, :, oh0 * Wo:oh1 * Wo]
             np.matmul(w[b] if per_example else w[0],
-                      cols.reshape(groups, rows // groups, (oh1 - oh0) * Wo),
-                      out=y3[b, :, :, oh0 * Wo:oh1 * Wo])
+                      cols.reshape(groups, rows // groups, (oh1 - oh0) * Wo), out=band)
+            if b_rows is not None:
+                band += b_rows[b].reshape(groups, Cout // groups, 1)
     _run_chunks(B * bands, work, (Cout // groups + 1) * rows * per_band * Wo)
 
 

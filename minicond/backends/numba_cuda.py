@@ -1269,7 +1269,14 @@ def _conv_params(x_shape, kernel, stride, padding, dilation, groups, Ho, Wo):
     return (int(groups), C, C // groups, H, W, int(Wo), kh, kw, sh, sw, ph, pw, dh, dw)
 
 
-def conv2d_forward(x, weight, stride, padding, dilation, groups):
+def conv2d_forward(x, weight, stride, padding, dilation, groups, bias=None):
+    y = _conv2d_forward(x, weight, stride, padding, dilation, groups)
+    if bias is None:
+        return y
+    return add(y, reshape(bias, tuple(int(s) for s in bias.shape) + (1, 1)))
+
+
+def _conv2d_forward(x, weight, stride, padding, dilation, groups):
     B, Cin, H, W = (int(s) for s in x.shape)
     wshape = tuple(int(s) for s in weight.shape)
     Cout, Cg, kh, kw = wshape[-4:]

@@ -265,7 +265,7 @@ def col2im(cols, x_shape, kernel, stride, padding, dilation):
     return xp[:, :, ph: ph + H, pw: pw + W].copy()
 
 
-def conv2d_forward(x, weight, stride, padding, dilation, groups):
+def conv2d_forward(x, weight, stride, padding, dilation, groups, bias=None):
     B, Cin = x.shape[:2]
     Cout, kernel = weight.shape[-4], weight.shape[-2:]
     Ho, Wo = output_size(x.shape, kernel, stride, padding, dilation)
@@ -273,8 +273,10 @@ def conv2d_forward(x, weight, stride, padding, dilation, groups):
     cols = im2col(x, kernel, stride, padding, dilation)          # [B, Cin·kh·kw, L]
     cols = cols.reshape(B, groups, K, L)                         # [B, G, Cin/G·kh·kw, L]
     w = grouped_weight(weight, groups)                           # [B|1, G, Cout/G, K]
-    y = w @ cols                                                 # [B, G, Cout/G, L]
-    return y.reshape(B, Cout, Ho, Wo)
+    y = (w @ cols).reshape(B, Cout, Ho, Wo)                      # [B, G, Cout/G, L] -> NCHW
+    if bias is not None:
+        y = y + bias[..., None, None]                            # [Cout] or [B, Cout]
+    return y
 
 
 def conv2d_backward_input(gy, weight, x_shape, stride, padding, dilation, groups):

@@ -55,8 +55,10 @@ Convolution family (NCHW)
     ``pad_backward(g, pads, mode)``   the transpose of ``pad``
     ``im2col(x, kernel, stride, padding, dilation)``  [B, C, H, W] -> [B, C·kh·kw, Ho·Wo]
     ``col2im(cols, x_shape, kernel, stride, padding, dilation)``  the transpose of ``im2col``
-    ``conv2d_forward(x, weight, stride, padding, dilation, groups)``
-        weight [Cout, Cin/g, kh, kw] (shared) or [B, Cout, Cin/g, kh, kw] (one per example)
+    ``conv2d_forward(x, weight, stride, padding, dilation, groups, bias=None)``
+        weight [Cout, Cin/g, kh, kw] (shared) or [B, Cout, Cin/g, kh, kw] (one per example);
+        bias None, [Cout] (shared) or [B, Cout] (one per example), added to every output pixel
+        of its channel
     ``conv2d_backward_input(gy, weight, x_shape, stride, padding, dilation, groups)``
     ``conv2d_backward_weight(x, gy, weight_shape, stride, padding, dilation, groups)``
         returns a 4-D gradient summed over the batch, or a 5-D one per example, as

@@ -30,7 +30,6 @@ from .._validate import check_tensor
 from ..autograd import Function
 from ..tensor import Tensor
 from .conv import (
-    bias_view,
     conv_backward_input,
     conv_backward_weight,
     conv_forward,
@@ -73,13 +72,10 @@ class CondConv2d(Function):
     def forward(ctx, x, r, W, bias, geo):
         be = ctx.backend
         K = be.mix_experts(r, W)                              # [B, Cout, Cin/g, kh, kw]
-        y, x_seen = conv_forward(be, x, K, geo)
-        if bias is not None:
-            if bias.ndim == 1:
-                y = be.add(y, bias_view(bias, be))
-            else:                                             # mixed: β = r · bias, [B, Cout]
-                beta = be.matmul(r, bias)
-                y = be.add(y, be.reshape(beta, beta.shape + (1, 1)))
+        beta = bias
+        if bias is not None and bias.ndim == 2:               # mixed: β = r · bias, [B, Cout]
+            beta = be.matmul(r, bias)
+        y, x_seen = conv_forward(be, x, K, geo, beta)         # the kernel adds the bias
         ctx.save_for_backward(x_seen, r, W, K, bias)
         ctx.geo, ctx.x_shape = geo, x.shape
         return y

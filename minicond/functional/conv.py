@@ -134,11 +134,13 @@ def conv_geometry(fn: str, x_shape: tuple[int, ...], weight_shape: tuple[int, ..
     return ConvGeometry(stride, pads, dilation, groups)
 
 
-def conv_forward(be, x, kernel, geo: ConvGeometry):
-    """y = conv(x, K) for a shared or per-example K; returns (y, the input the kernel saw)."""
+def conv_forward(be, x, kernel, geo: ConvGeometry, bias=None):
+    """y = conv(x, K) + bias for a shared or per-example K and a bias [Cout], [B, Cout] or
+    None; returns (y, the input the kernel saw)."""
     if not geo.symmetric:
         x = be.pad(x, geo.pads, "zeros")
-    y = be.conv2d_forward(x, kernel, geo.stride, geo.kernel_padding, geo.dilation, geo.groups)
+    y = be.conv2d_forward(x, kernel, geo.stride, geo.kernel_padding, geo.dilation, geo.groups,
+                          bias)
     return y, x
 
 
@@ -162,19 +164,13 @@ def conv_backward_weight(be, x_seen, g, kernel_shape, geo: ConvGeometry):
                                      geo.dilation, geo.groups)
 
 
-def bias_view(bias, be):
-    return be.reshape(bias, (1, bias.shape[0], 1, 1))
-
-
 class Conv2d(Function):
     """y = conv(x, K) + bias; gradients in the module docstring."""
 
     @staticmethod
     def forward(ctx, x, weight, bias, geo):
         be = ctx.backend
-        y, x_seen = conv_forward(be, x, weight, geo)
-        if bias is not None:
-            y = be.add(y, bias_view(bias, be))
+        y, x_seen = conv_forward(be, x, weight, geo, bias)
         ctx.save_for_backward(x_seen, weight)
         ctx.geo, ctx.x_shape = geo, x.shape
         return y
