@@ -244,30 +244,17 @@ class Adam(Optimizer):
                           check_float(name, "betas[1]", betas[1], 0.0, 1.0, high_open=True))
 
     def _update(self, p, grad, group, state):
-        be, dt = p.backend, p.dtype
-        lr, wd, eps = group["lr"], group["weight_decay"], group["eps"]
-        beta1, beta2 = group["betas"]
-        d = grad
-        if wd != 0:
-            if self.decoupled:
-                p.data = be.mul(p.data, _scalar(be, 1.0 - lr * wd, dt))
-            else:
-                d = be.add(d, be.mul(p.data, _scalar(be, wd, dt)))
+        be = p.backend
         if not state:
             state["step"] = 0
-            state["exp_avg"] = be.full(p.shape, 0.0, dt)
-            state["exp_avg_sq"] = be.full(p.shape, 0.0, dt)
+            state["exp_avg"] = be.full(p.shape, 0.0, p.dtype)
+            state["exp_avg_sq"] = be.full(p.shape, 0.0, p.dtype)
         state["step"] += 1
-        t = state["step"]
-        m = be.add(state["exp_avg"], be.mul(be.sub(d, state["exp_avg"]),
-                                            _scalar(be, 1.0 - beta1, dt)))
-        v = be.add(be.mul(state["exp_avg_sq"], _scalar(be, beta2, dt)),
-                   be.mul(be.mul(d, d), _scalar(be, 1.0 - beta2, dt)))
-        state["exp_avg"], state["exp_avg_sq"] = m, v
-        step_size = lr / (1.0 - beta1 ** t)
-        denom = be.add(be.div(be.sqrt(v), _scalar(be, math.sqrt(1.0 - beta2 ** t), dt)),
-                       _scalar(be, eps, dt))
-        p.data = be.sub(p.data, be.mul(be.div(m, denom), _scalar(be, step_size, dt)))
+        # one fused kernel per parameter: the update above in PyTorch's order of operations
+        beta1, beta2 = group["betas"]
+        p.data, state["exp_avg"], state["exp_avg_sq"] = be.adam_update(
+            p.data, grad, state["exp_avg"], state["exp_avg_sq"], state["step"], group["lr"],
+            beta1, beta2, group["eps"], group["weight_decay"], self.decoupled)
 
 
 class AdamW(Adam):

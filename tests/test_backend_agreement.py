@@ -361,6 +361,38 @@ def test_mix_experts(other, limit, dtype, data):
     agree(other, "mix_experts_backward", (r, W, gK), dtype)
 
 
+# --- training kernels ----------------------------------------------------------------------
+
+@covers("batch_norm_forward", "batch_norm_backward", "relu_backward", "adam_update")
+@fixture_settings
+@given(data=st.data())
+def test_training_kernels(other, limit, dtype, data):
+    """Batch norm in both modes, with and without γ/β (rows long enough for the blocked sums
+    and their tails); ReLU's gradient at 0, at NaN and under a non-finite g; Adam and AdamW."""
+    rng = np.random.default_rng(data.draw(st.integers(0, 99)))
+    shape = (data.draw(st.integers(2, limit)),) + shapes(data.draw, limit, 1, 3)
+    C = shape[1]
+    x = 2 * rng.standard_normal(shape) + 3 * rng.standard_normal()
+    g = rng.standard_normal(shape)
+    weight, bias = (rng.standard_normal(C) if data.draw(st.booleans()) else None
+                    for _ in range(2))
+    batch = data.draw(st.booleans())
+    stats = (None, None) if batch else (rng.standard_normal(C), rng.uniform(0.5, 2.0, C))
+    agree(other, "batch_norm_forward", (x, weight, bias) + stats + (1e-5,), dtype)
+    _, mean, _, inv_std = numpy_ref.batch_norm_forward(x, weight, bias, *stats, 1e-5)
+    agree(other, "batch_norm_backward", (g, x, weight, mean, inv_std, batch), dtype)
+    a = np.round(x)                                   # zeros occur
+    a.flat[0], a.flat[-1], g.flat[0] = 0.0, np.nan, np.inf
+    agree(other, "relu_backward", (a, g), dtype, exact=True)
+    p, m = rng.standard_normal(shape), rng.standard_normal(shape)
+    v = rng.uniform(0.0, 2.0, shape)
+    hyper = (data.draw(st.integers(1, 5)), data.draw(st.sampled_from([1e-3, 0.1])),
+             data.draw(st.sampled_from([0.0, 0.9])), data.draw(st.sampled_from([0.5, 0.999])),
+             data.draw(st.sampled_from([1e-8, 0.1])), data.draw(st.sampled_from([0.0, 0.01])),
+             data.draw(st.booleans()))
+    agree(other, "adam_update", (p, rng.standard_normal(shape), m, v) + hyper, dtype)
+
+
 # --- the Numba CPU backend's dispatch branches --------------------------------------------
 # conv2d_* pick a path by shape (see numba_cpu's docstring); each path against numpy_ref
 # (the depthwise kernels have their own loops for unit stride and for 3×3 kernels).
@@ -438,7 +470,10 @@ def test_numba_results_do_not_depend_on_the_thread_count(monkeypatch, threads, p
                 be.conv2d_backward_input(x, Kd, x.shape, *depthwise),
                 be.conv2d_backward_weight(x, x, Kd.shape, *depthwise),
                 be.conv2d_backward_weight(x, x, Kd.shape[1:], *depthwise),
-                be.pad_backward(gy, (1, 2, 3, 0), "reflect")]
+                be.pad_backward(gy, (1, 2, 3, 0), "reflect"),
+                *be.batch_norm_forward(x, None, None, None, None, 1e-5),
+                *be.batch_norm_backward(gy, x[:, :4], None, x[0, :4, 0, 0],
+                                        np.abs(x[1, :4, 0, 0]), True)]
 
     monkeypatch.setattr(numba.config, "NUMBA_NUM_THREADS", 2)
     first, again = run(), run()

@@ -22,6 +22,8 @@ compiled here is the convolution family, where NumPy needs Python loops or large
 * ``mix_experts`` (K_b = Σ_e r_be W_e) and its gradients gr = gK·Wᵀ and gW = rᵀ·gK are
   matrix products.
 * ``pad``/``pad_backward`` gather and scatter through per-axis source indices.
+* The training kernels fuse what NumPy would do in many passes: batch norm per channel
+  (chunks of channels), ReLU's gradient, and the Adam step per parameter.
 
 Parallelism: a call with less than :data:`INLINE_COST` operations runs on the calling thread,
 with OpenBLAS as configured; handing it to threads costs more than it saves. Larger calls cut
@@ -49,6 +51,7 @@ import numpy as np
 from . import BackendUnavailableError
 from .geometry import grouped_weight, output_size, pad_mode_code, pad_source
 from .numpy_ref import (  # noqa: F401 - re-exported as this backend's kernels
+    adam_scalars,
     add,
     argmax,
     astype,
@@ -1102,3 +1105,217 @@ def scatter_add(shape, index, g):
     if n and index.size:
         _scatter_add_kernel(index, np.ascontiguousarray(g).reshape(-1), out)
     return out.reshape(shape)
+
+
+# --- training kernels: batch norm, ReLU's gradient, the Adam step ----------------------------
+# Batch norm works per channel on x viewed as [B, C, L] (L the pixels of one plane), the
+# chunks cut over channels: each channel's statistics are its own, so no result depends on
+# the chunking. Channel sums accumulate in float64 for either dtype (a float32 sum of
+# N = B·H·W values would lose digits as N grows); each row is summed in blocks of eight, a
+# fixed order whose independent additions the CPU can overlap. Per-channel results are
+# rounded to the array's dtype before the elementwise passes, which run in that dtype.
+
+@njit(inline="always", nogil=True)
+def _row_sum(a, shift):
+    """Σ (a[l] − shift) over a row, in float64 (``shift`` is a float64)."""
+    L = a.shape[0]
+    acc = 0.0
+    stop = L - L % 8
+    for l in range(0, stop, 8):
+        acc += (((a[l] - shift) + (a[l + 1] - shift)) + ((a[l + 2] - shift) + (a[l + 3] - shift))
+                + (((a[l + 4] - shift) + (a[l + 5] - shift))
+                   + ((a[l + 6] - shift) + (a[l + 7] - shift))))
+    for l in range(stop, L):
+        acc += a[l] - shift
+    return acc
+
+
+@njit(inline="always", nogil=True)
+def _row_squares(a, shift):
+    """Σ (a[l] − shift)² over a row, in float64."""
+    L = a.shape[0]
+    acc = 0.0
+    stop = L - L % 8
+    for l in range(0, stop, 8):
+        d0, d1, d2, d3 = a[l] - shift, a[l + 1] - shift, a[l + 2] - shift, a[l + 3] - shift
+        d4, d5, d6, d7 = a[l + 4] - shift, a[l + 5] - shift, a[l + 6] - shift, a[l + 7] - shift
+        acc += (((d0 * d0) + (d1 * d1)) + ((d2 * d2) + (d3 * d3))
+                + (((d4 * d4) + (d5 * d5)) + ((d6 * d6) + (d7 * d7))))
+    for l in range(stop, L):
+        d = a[l] - shift
+        acc += d * d
+    return acc
+
+
+@njit(inline="always", nogil=True)
+def _row_dot(g, a, shift):
+    """Σ g[l]·(a[l] − shift) over a row, in float64 (``shift`` is a float64)."""
+    L = a.shape[0]
+    acc = 0.0
+    stop = L - L % 8
+    for l in range(0, stop, 8):
+        acc += (((g[l] * (a[l] - shift)) + (g[l + 1] * (a[l + 1] - shift)))
+                + ((g[l + 2] * (a[l + 2] - shift)) + (g[l + 3] * (a[l + 3] - shift)))
+                + (((g[l + 4] * (a[l + 4] - shift)) + (g[l + 5] * (a[l + 5] - shift)))
+                   + ((g[l + 6] * (a[l + 6] - shift)) + (g[l + 7] * (a[l + 7] - shift)))))
+    for l in range(stop, L):
+        acc += g[l] * (a[l] - shift)
+    return acc
+
+
+@njit(cache=True, nogil=True)
+def _batch_norm_forward_kernel(x, weight, bias, mean, var, inv_std, y, eps, batch, c0, c1):
+    """Channels c0..c1 of x [B, C, L]. With ``batch``: μ = Σ x/N (pass 1) and
+    σ² = Σ (x − μ)²/N (pass 2, centred on the float64 μ) into ``mean``/``var``; then
+    inv_std = 1/√(σ² + ε) and y = (x − μ)·(inv_std·γ) + β (pass 3)."""
+    B, L = x.shape[0], x.shape[2]
+    n = B * L
+    one = np.ones(1, dtype=x.dtype)[0]          # in the array's dtype: no float64 detour
+    for c in range(c0, c1):
+        if batch:
+            acc = 0.0
+            for b in range(B):
+                acc += _row_sum(x[b, c], 0.0)
+            mu = acc / n
+            acc = 0.0
+            for b in range(B):
+                acc += _row_squares(x[b, c], mu)
+            mean[c] = mu
+            var[c] = acc / n
+        s = one / np.sqrt(var[c] + eps)
+        inv_std[c] = s
+        mu_c, scale, shift = mean[c], s * weight[c], bias[c]
+        for b in range(B):
+            src, dst = x[b, c], y[b, c]
+            for l in range(L):
+                dst[l] = (src[l] - mu_c) * scale + shift
+
+
+@njit(cache=True, nogil=True)
+def _batch_norm_backward_kernel(g, x, weight, mean, inv_std, gx, gweight, gbias, batch,
+                                c0, c1):
+    """Channels c0..c1 of g and x [B, C, L]: Σ g and Σ g·x̂ in one pass (x̂ = (x − μ)·s
+    recomputed), then gx = γs·(g − Σ g/N − (x − μ)·s·Σ g·x̂/N) (or γs·g without ``batch``)."""
+    B, L = x.shape[0], x.shape[2]
+    n = B * L
+    k = np.empty(2, dtype=x.dtype)              # the pass-2 constants, rounded to the dtype
+    for c in range(c0, c1):
+        mu, s = mean[c], inv_std[c]
+        sum_g = 0.0
+        sum_gx = 0.0
+        for b in range(B):
+            sum_g += _row_sum(g[b, c], 0.0)
+            sum_gx += _row_dot(g[b, c], x[b, c], np.float64(mu))
+        gbias[c] = sum_g
+        gweight[c] = sum_gx * s
+        scale = weight[c] * s
+        if batch:
+            k[0] = sum_g / n
+            k[1] = sum_gx * s * s / n
+            mean_g, slope = k[0], k[1]
+            for b in range(B):
+                gr, xr, dst = g[b, c], x[b, c], gx[b, c]
+                for l in range(L):
+                    dst[l] = scale * (gr[l] - mean_g - (xr[l] - mu) * slope)
+        else:
+            for b in range(B):
+                gr, dst = g[b, c], gx[b, c]
+                for l in range(L):
+                    dst[l] = scale * gr[l]
+
+
+def _channels_view(a, dtype):
+    """x [B, C, ...] as a contiguous [B, C, L] array of ``dtype``."""
+    return np.ascontiguousarray(a, dtype=dtype).reshape(a.shape[0], a.shape[1],
+                                                        math.prod(a.shape[2:]))
+
+
+def _channel_vector(a, C, fill, dtype):
+    """A [C] parameter as a contiguous array of ``dtype``; None as ``fill`` everywhere."""
+    if a is None:
+        return np.full(C, fill, dtype=dtype)
+    return np.ascontiguousarray(a, dtype=dtype)
+
+
+def batch_norm_forward(x, weight, bias, mean, var, eps):
+    dtype = x.dtype
+    x3 = _channels_view(x, dtype)
+    B, C, L = x3.shape
+    batch = mean is None
+    mean = np.empty(C, dtype) if batch else np.array(mean, dtype=dtype)
+    var = np.empty(C, dtype) if batch else np.array(var, dtype=dtype)
+    inv_std = np.empty(C, dtype)
+    y = np.empty_like(x3)
+    gamma = _channel_vector(weight, C, 1, dtype)
+    beta = _channel_vector(bias, C, 0, dtype)
+
+    def work(s, e):
+        _batch_norm_forward_kernel(x3, gamma, beta, mean, var, inv_std, y, dtype.type(eps),
+                                   batch, s, e)
+    _run_chunks(C, work, 3 * B * L)
+    return y.reshape(x.shape), mean, var, inv_std
+
+
+def batch_norm_backward(g, x, weight, mean, inv_std, batch_stats):
+    dtype = x.dtype
+    x3, g3 = _channels_view(x, dtype), _channels_view(g, dtype)
+    B, C, L = x3.shape
+    gx = np.empty_like(x3)
+    gweight, gbias = np.empty(C, dtype), np.empty(C, dtype)
+    gamma = _channel_vector(weight, C, 1, dtype)
+    mean = np.ascontiguousarray(mean, dtype=dtype)
+    inv_std = np.ascontiguousarray(inv_std, dtype=dtype)
+
+    def work(s, e):
+        _batch_norm_backward_kernel(g3, x3, gamma, mean, inv_std, gx, gweight, gbias,
+                                    bool(batch_stats), s, e)
+    _run_chunks(C, work, 2 * B * L)
+    return gx.reshape(x.shape), gweight, gbias
+
+
+@njit(cache=True, nogil=True)
+def _relu_backward_kernel(a, g, out):
+    """out[k] = g[k] where a[k] > 0, else 0 (a select: a NaN or inf in g stays out)."""
+    zero = np.zeros(1, dtype=out.dtype)[0]
+    for k in range(a.shape[0]):
+        out[k] = g[k] if a[k] > zero else zero
+
+
+def relu_backward(a, g):
+    a1 = np.ascontiguousarray(a).reshape(-1)
+    g1 = np.ascontiguousarray(g, dtype=a.dtype).reshape(-1)
+    out = np.empty(a1.shape, dtype=a.dtype)
+
+    def work(s, e):
+        _relu_backward_kernel(a1[s:e], g1[s:e], out[s:e])
+    if out.size:
+        _run_chunks(out.size, work, 1)
+    return out.reshape(a.shape)
+
+
+@njit(cache=True, nogil=True)
+def _adam_kernel(p, g, m, v, p_out, m_out, v_out, mode, decay, wd, one_minus_beta1, beta2,
+                 one_minus_beta2, bias2, eps, step_size):
+    """One Adam step per element, the operations in ``table.py``'s order; ``mode`` 1 is
+    decoupled decay (AdamW), 2 the L2 term, 0 neither."""
+    for k in range(p.shape[0]):
+        pk, d = p[k], g[k]
+        if mode == 1:
+            pk = pk * decay
+        elif mode == 2:
+            d = d + pk * wd
+        mk = m[k] + (d - m[k]) * one_minus_beta1
+        vk = v[k] * beta2 + d * d * one_minus_beta2
+        m_out[k], v_out[k] = mk, vk
+        p_out[k] = pk - mk / (np.sqrt(vk) / bias2 + eps) * step_size
+
+
+def adam_update(p, g, m, v, step, lr, beta1, beta2, eps, weight_decay, decoupled):
+    dtype = p.dtype
+    flat = [np.ascontiguousarray(a, dtype=dtype).reshape(-1) for a in (p, g, m, v)]
+    outs = [np.empty(p.size, dtype=dtype) for _ in range(3)]
+    mode = 0 if weight_decay == 0 else (1 if decoupled else 2)
+    scalars = adam_scalars(dtype, step, lr, beta1, beta2, eps, weight_decay)
+    if p.size:
+        _adam_kernel(*flat, *outs, mode, *scalars)
+    return tuple(o.reshape(p.shape) for o in outs)

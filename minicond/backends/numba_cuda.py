@@ -17,7 +17,9 @@ Kernel families (``docs/cuda.md`` has the thread-to-output maps and the tiling):
   serves ``matmul``, ``mix_experts`` and its gradients, and the three convolutions as implicit
   GEMMs whose operand tiles are gathered straight from the image: no column matrix is built;
 * gathers for ``pad``/``pad_backward``/``im2col``/``col2im`` (each output has one writer, so
-  no atomics and a fixed summation order), atomics only in ``scatter_add``.
+  no atomics and a fixed summation order), atomics only in ``scatter_add``;
+* the training kernels: ReLU's gradient and the Adam step as one flat kernel each, batch norm
+  as a composition of the reductions and zips.
 
 Every kernel is built per dtype by a cached factory, so each float literal is a constant of the
 array's dtype and float32 kernels contain no float64 arithmetic (``tests/test_cuda.py``
@@ -41,6 +43,7 @@ import numpy as np
 
 from . import BackendUnavailableError, geometry
 from .geometry import output_size, pad_mode_code
+from .numpy_ref import adam_scalars
 
 try:
     from numba import config as _numba_config
@@ -1351,6 +1354,101 @@ def mix_experts_backward(r, W, gK):
     return gr.reshape((B, E)), gW.reshape(tuple(W.shape))
 
 
+# --- training ----------------------------------------------------------------------------------
+# ReLU's gradient and the Adam step are one flat kernel each; batch norm is a composition of
+# the reductions and broadcast zips above (its passes as in ``numpy_ref``).
+
+def _per_channel(a, ndim):
+    """A [C] array shaped to broadcast against an array [B, C, ...] of ``ndim`` axes."""
+    return reshape(a, (1, int(a.shape[0])) + (1,) * (ndim - 2))
+
+
+def batch_norm_forward(x, weight, bias, mean, var, eps):
+    dt = np.dtype(x.dtype)
+    axes = (0,) + tuple(range(2, x.ndim))
+    if mean is None:
+        count = full((), int(x.size) // int(x.shape[1]), dt)
+        mean = div(sum(x, axes, False), count)
+        centred = sub(x, _per_channel(mean, x.ndim))
+        var = div(sum(mul(centred, centred), axes, False), count)
+    else:
+        mean, var = astype(mean, dt), astype(var, dt)
+        centred = sub(x, _per_channel(mean, x.ndim))
+    inv_std = div(full((), 1.0, dt), sqrt(add(var, full((), eps, dt))))
+    y = mul(centred, _per_channel(inv_std, x.ndim))
+    if weight is not None:
+        y = mul(y, _per_channel(weight, x.ndim))
+    if bias is not None:
+        y = add(y, _per_channel(bias, x.ndim))
+    return y, mean, var, inv_std
+
+
+def batch_norm_backward(g, x, weight, mean, inv_std, batch_stats):
+    dt = np.dtype(x.dtype)
+    axes = (0,) + tuple(range(2, x.ndim))
+    x_hat = mul(sub(x, _per_channel(mean, x.ndim)), _per_channel(inv_std, x.ndim))
+    gbias = sum(g, axes, False)
+    gweight = sum(mul(g, x_hat), axes, False)
+    if batch_stats:
+        share = add(_per_channel(gbias, x.ndim), mul(x_hat, _per_channel(gweight, x.ndim)))
+        g = sub(g, div(share, full((), int(x.size) // int(x.shape[1]), dt)))
+    scale = inv_std if weight is None else mul(weight, inv_std)
+    return mul(g, _per_channel(scale, x.ndim)), gweight, gbias
+
+
+@functools.cache
+def _relu_backward_kernel(dtype):
+    zero = np.dtype(dtype).type(0)
+
+    @_kernel
+    def relu_backward_map(out, a, g):
+        """out[i] = g[i] where a[i] > 0, else 0 (a select: NaN or inf in g stays out)."""
+        for i in range(cuda.grid(1), out.shape[0], cuda.gridsize(1)):
+            out[i] = g[i] if a[i] > zero else zero
+    return relu_backward_map
+
+
+def relu_backward(a, g):
+    dt = np.dtype(a.dtype)
+    out = _empty(a.shape, dt)
+    if out.size:
+        _relu_backward_kernel(dt)[_blocks(out.size), THREADS](_flat(out), _flat(a), _flat(g))
+    return out
+
+
+@functools.cache
+def _adam_kernel(dtype, mode):
+    """One Adam step per element (``table.py``'s order); ``mode`` 1 decoupled decay, 2 the L2
+    term, 0 neither. The constants arrive in the dtype (``numpy_ref.adam_scalars``)."""
+
+    @_kernel
+    def adam_step(p_out, m_out, v_out, p, g, m, v, decay, wd, one_minus_beta1, beta2,
+                  one_minus_beta2, bias2, eps, step_size):
+        for i in range(cuda.grid(1), p.shape[0], cuda.gridsize(1)):
+            pk, d = p[i], g[i]
+            if mode == 1:
+                pk = pk * decay
+            elif mode == 2:
+                d = d + pk * wd
+            mk = m[i] + (d - m[i]) * one_minus_beta1
+            vk = v[i] * beta2 + d * d * one_minus_beta2
+            m_out[i] = mk
+            v_out[i] = vk
+            p_out[i] = pk - mk / (math.sqrt(vk) / bias2 + eps) * step_size
+    return adam_step
+
+
+def adam_update(p, g, m, v, step, lr, beta1, beta2, eps, weight_decay, decoupled):
+    dt = np.dtype(p.dtype)
+    outs = [_empty(p.shape, dt) for _ in range(3)]
+    mode = 0 if weight_decay == 0 else (1 if decoupled else 2)
+    if p.size:
+        _adam_kernel(dt, mode)[_blocks(p.size), THREADS](
+            *map(_flat, outs), *map(_flat, (p, g, m, v)),
+            *adam_scalars(dt, step, lr, beta1, beta2, eps, weight_decay))
+    return tuple(outs)
+
+
 # --- ahead-of-time compilation (no device needed) ----------------------------------------------
 
 def kernel_signatures(dtype) -> list[tuple[str, Callable, tuple]]:
@@ -1394,6 +1492,9 @@ def kernel_signatures(dtype) -> list[tuple[str, Callable, tuple]]:
             cases.append((f"reduce_{op}_{label}", kern,
                           (arr, arr, tup(1), tup(1), tup(2), tup(2), i64)))
     cases.append(("gather", _gather_kernel(dt), (arr, arr, tup(3), tup(3))))
+    cases.append(("relu_backward", _relu_backward_kernel(dt), (arr, arr, arr)))
+    for mode in (0, 1, 2):
+        cases.append((f"adam_update[{mode}]", _adam_kernel(dt, mode), (arr,) * 7 + (f,) * 8))
     soft, soft_back = _softmax_kernels(dt)
     cases += [("softmax", soft, (arr, arr, i64, i64, i64)),
               ("softmax_backward", soft_back, (arr, arr, arr, i64, i64, i64))]

@@ -312,3 +312,64 @@ def mix_experts_backward(r, W, gK):
     gr = gK_flat @ W.reshape(E, -1).T                 # gr_be = ⟨gK_b, W_e⟩
     gW = (r.T @ gK_flat).reshape(W.shape)             # gW_e = Σ_b r_be gK_b
     return gr, gW
+
+
+# --- training --------------------------------------------------------------------------------
+
+def _per_channel(x, a):
+    """A [C] array shaped to broadcast against x [B, C, ...]."""
+    return a.reshape((1, -1) + (1,) * (x.ndim - 2))
+
+
+def _channel_axes(x):
+    return (0,) + tuple(range(2, x.ndim))
+
+
+def batch_norm_forward(x, weight, bias, mean, var, eps):
+    if mean is None:
+        mean = np.mean(x, axis=_channel_axes(x))
+        var = np.mean((x - _per_channel(x, mean)) ** 2, axis=_channel_axes(x))
+    mean, var = mean.astype(x.dtype), var.astype(x.dtype)
+    inv_std = 1 / np.sqrt(var + x.dtype.type(eps))
+    y = (x - _per_channel(x, mean)) * _per_channel(x, inv_std)
+    if weight is not None:
+        y = y * _per_channel(x, weight)
+    if bias is not None:
+        y = y + _per_channel(x, bias)
+    return y.astype(x.dtype), mean, var, inv_std
+
+
+def batch_norm_backward(g, x, weight, mean, inv_std, batch_stats):
+    x_hat = (x - _per_channel(x, mean)) * _per_channel(x, inv_std)
+    gbias = np.sum(g, axis=_channel_axes(x))
+    gweight = np.sum(g * x_hat, axis=_channel_axes(x))
+    if batch_stats:     # the statistics' share: (Σ ĝ + x̂·Σ ĝ·x̂)/N, with ĝ = g·γ
+        g = g - (_per_channel(x, gbias) + x_hat * _per_channel(x, gweight)) / (x.size // x.shape[1])
+    scale = inv_std if weight is None else weight * inv_std
+    return (g * _per_channel(x, scale)).astype(x.dtype), gweight, gbias
+
+
+def relu_backward(a, g):
+    return np.where(a > 0, g, g.dtype.type(0))
+
+
+def adam_scalars(dtype, step, lr, beta1, beta2, eps, weight_decay):
+    """The per-call constants of ``adam_update`` computed in float64 and rounded to ``dtype``
+    once: (1 − lr·λ, λ, 1 − β₁, β₂, 1 − β₂, √(1 − β₂ᵗ), ε, lr/(1 − β₁ᵗ))."""
+    values = (1.0 - lr * weight_decay, weight_decay, 1.0 - beta1, beta2, 1.0 - beta2,
+              math.sqrt(1.0 - beta2 ** step), eps, lr / (1.0 - beta1 ** step))
+    return tuple(np.dtype(dtype).type(c) for c in values)
+
+
+def adam_update(p, g, m, v, step, lr, beta1, beta2, eps, weight_decay, decoupled):
+    decay, wd, one_minus_beta1, beta2_, one_minus_beta2, bias2, eps_, step_size = adam_scalars(
+        p.dtype, step, lr, beta1, beta2, eps, weight_decay)
+    d = g
+    if weight_decay != 0:
+        if decoupled:
+            p = p * decay
+        else:
+            d = g + p * wd
+    m = m + (d - m) * one_minus_beta1
+    v = v * beta2_ + d * d * one_minus_beta2
+    return p - m / (np.sqrt(v) / bias2 + eps_) * step_size, m, v

@@ -65,6 +65,31 @@ Convolution family (NCHW)
         ``weight_shape`` asks
     ``mix_experts(r, W)``             K_b = Σ_e r_be W_e:  r [B, E], W [E, ...] -> [B, ...]
     ``mix_experts_backward(r, W, gK)`` -> (gr, gW) with gr = gK·Wᵀ, gW = rᵀ·gK
+
+Training (fused: one call where a composition of the kernels above would make many passes
+over the data; ``numpy_ref`` states each as that composition)
+    ``batch_norm_forward(x, weight, bias, mean, var, eps)`` -> (y, mean, var, inv_std)
+        x [B, C, ...] standardised per channel c over its N = (all but axis 1) values.
+        ``mean``/``var`` None: the batch statistics μ = Σ x/N, σ² = Σ (x − μ)²/N (biased)
+        are used and returned; else the given [C] statistics are used and returned as
+        given. inv_std = 1/√(var + eps) and y = (x − μ)·inv_std·γ + β with ``weight`` γ and
+        ``bias`` β [C], or None for 1 and 0. The three statistics are [C].
+    ``batch_norm_backward(g, x, weight, mean, inv_std, batch_stats)`` -> (gx, gweight, gbias)
+        with x̂ = (x − μ)·inv_std recomputed from x and sums over all axes but 1:
+        gbias = Σ g, gweight = Σ g·x̂, and gx = γ·inv_std·(g − (gbias + x̂·gweight)/N) when
+        ``batch_stats`` (μ and σ² were computed from x), else γ·inv_std·g; weight None is
+        γ = 1 (gweight is still returned)
+    ``relu_backward(a, g)``           g where a > 0, else 0: 0 at a = 0 and where a is NaN,
+                                      whatever g holds (a select, not g·[a > 0])
+    ``adam_update(p, g, m, v, step, lr, beta1, beta2, eps, weight_decay, decoupled)``
+        -> (p, m, v), one Adam step of ``torch.optim.Adam``/``AdamW`` at step t = ``step``
+        (from 1), elementwise, hyper-parameters Python floats:
+            decoupled: p ← p·(1 − lr·λ), d = g;  else d = g + λ·p   (neither when λ = 0)
+            m ← m + (d − m)·(1 − β₁),  v ← v·β₂ + d²·(1 − β₂)
+            p ← p − m / (√v / √(1 − β₂ᵗ) + ε) · (lr/(1 − β₁ᵗ))
+        Each per-call constant (1 − lr·λ, 1 − β₁, 1 − β₂, √(1 − β₂ᵗ), lr/(1 − β₁ᵗ)) is
+        computed in float64 and rounded to the dtype once; the rest runs in the dtype in this
+        order, so every backend gives PyTorch's float64 result to rounding.
 """
 
 from .geometry import conv_output_size  # noqa: F401 - the conv geometry, re-exported
@@ -83,4 +108,6 @@ KERNELS: tuple[str, ...] = (
     # convolution family
     "pad", "pad_backward", "im2col", "col2im", "conv2d_forward", "conv2d_backward_input",
     "conv2d_backward_weight", "mix_experts", "mix_experts_backward",
+    # training
+    "batch_norm_forward", "batch_norm_backward", "relu_backward", "adam_update",
 )

@@ -131,7 +131,8 @@ class Log(Function):
 
 
 class Relu(Function):
-    """y = max(a, 0);  ∂L/∂a = g·[a > 0] (the subgradient 0 is taken at a = 0)."""
+    """y = max(a, 0);  ∂L/∂a = g where a > 0, else 0 (the subgradient 0 is taken at a = 0, as
+    PyTorch does), in one pass of the backend's ``relu_backward``."""
 
     @staticmethod
     def forward(ctx, a):
@@ -141,8 +142,7 @@ class Relu(Function):
     @staticmethod
     def backward(ctx, g):
         (a,) = ctx.saved
-        be = ctx.backend
-        return (be.mul(g, be.gt(a, be.full((), 0.0, a.dtype))),)
+        return (ctx.backend.relu_backward(a, g),)
 
 
 class Sigmoid(Function):

@@ -58,52 +58,32 @@ class BatchNorm(Function):
 
     Evaluation (running statistics, constants): x̂ = (x − μ_run)·s_run, ∂L/∂x = ĝ·s_run.
     In both modes  ∂L/∂γ = Σ g·x̂  and  ∂L/∂β = Σ g  (sums over every axis but the channel).
+
+    Two fused kernels of the backend compute it: ``batch_norm_forward`` gives y and the
+    per-channel μ, σ² and s; only x, μ and s are kept, and ``batch_norm_backward``
+    recomputes x̂ from them while it forms Σ g and Σ g·x̂, then ∂L/∂x
+    (= γs·(g − (Σ g + x̂·Σ g·x̂)/N) in training, since Σ ĝ = γ Σ g and Σ ĝ·x̂ = γ Σ g·x̂).
     """
 
     @staticmethod
     def forward(ctx, x, weight, bias, use_batch_stats, eps, running_mean, running_var,
                 running=None):
         be = ctx.backend
-        C = x.shape[1]
-        axes = (0,) + tuple(range(2, x.ndim))
-        per_channel = (1, C) + (1,) * (x.ndim - 2)
-        n = int(np.prod(x.shape)) // C
-        epsilon = be.full((), eps, x.dtype)
-        if use_batch_stats:
-            mu, var = moments(be, x, axes, n)
-            centred = be.sub(x, mu)
-            if running is not None:
-                _update_running(be, running, mu, var, n)
-        else:
-            centred = be.sub(x, be.reshape(running_mean, per_channel))
-            var = be.reshape(running_var, per_channel)
-        inv_std = be.div(be.full((), 1.0, x.dtype), be.sqrt(be.add(var, epsilon)))
-        x_hat = be.mul(centred, inv_std)
-        y = x_hat
-        if weight is not None:
-            y = be.mul(y, be.reshape(weight, per_channel))
-        if bias is not None:
-            y = be.add(y, be.reshape(bias, per_channel))
-        ctx.save_for_backward(x_hat, inv_std, weight)
-        ctx.axes, ctx.per_channel, ctx.n, ctx.batch = axes, per_channel, n, use_batch_stats
+        y, mu, var, inv_std = be.batch_norm_forward(x, weight, bias, running_mean,
+                                                    running_var, eps)
+        if use_batch_stats and running is not None:
+            _update_running(be, running, mu, var, int(np.prod(x.shape)) // x.shape[1])
+        ctx.save_for_backward(x, weight, mu, inv_std)
+        ctx.batch = use_batch_stats
         return y
 
     @staticmethod
     def backward(ctx, g):
-        x_hat, inv_std, weight = ctx.saved
-        be, axes = ctx.backend, ctx.axes
-        g_hat = g if weight is None else be.mul(g, be.reshape(weight, ctx.per_channel))
-        gx = gw = gb = None
-        if ctx.needs_input_grad[0]:
-            if ctx.batch:
-                gx = standardize_backward(be, g_hat, x_hat, inv_std, axes, ctx.n)
-            else:
-                gx = be.mul(g_hat, inv_std)
-        if ctx.needs_input_grad[1]:
-            gw = be.sum(be.mul(g, x_hat), axes, False)
-        if ctx.needs_input_grad[2]:
-            gb = be.sum(g, axes, False)
-        return gx, gw, gb
+        x, weight, mu, inv_std = ctx.saved
+        gx, gw, gb = ctx.backend.batch_norm_backward(g, x, weight, mu, inv_std, ctx.batch)
+        return (gx if ctx.needs_input_grad[0] else None,
+                gw if ctx.needs_input_grad[1] else None,
+                gb if ctx.needs_input_grad[2] else None)
 
 
 def _update_running(be, running: RunningStats, mu, var, n: int) -> None:
