@@ -1111,56 +1111,30 @@ def scatter_add(shape, index, g):
 # Batch norm works per channel on x viewed as [B, C, L] (L the pixels of one plane), the
 # chunks cut over channels: each channel's statistics are its own, so no result depends on
 # the chunking. Channel sums accumulate in float64 for either dtype (a float32 sum of
-# N = B·H·W values would lose digits as N grows); each row is summed in blocks of eight, a
-# fixed order whose independent additions the CPU can overlap. Per-channel results are
-# rounded to the array's dtype before the elementwise passes, which run in that dtype.
+# N = B·H·W values would lose digits as N grows), in a fixed order that vectorises: a float64
+# partial sum per pixel position l, over the batch in order, then those L partial sums in
+# order. Per-channel results are rounded to the array's dtype before the elementwise passes,
+# which run in that dtype.
 
 @njit(inline="always", nogil=True)
-def _row_sum(a, shift):
-    """Σ (a[l] − shift) over a row, in float64 (``shift`` is a float64)."""
-    L = a.shape[0]
-    acc = 0.0
-    stop = L - L % 8
-    for l in range(0, stop, 8):
-        acc += (((a[l] - shift) + (a[l + 1] - shift)) + ((a[l + 2] - shift) + (a[l + 3] - shift))
-                + (((a[l + 4] - shift) + (a[l + 5] - shift))
-                   + ((a[l + 6] - shift) + (a[l + 7] - shift))))
-    for l in range(stop, L):
-        acc += a[l] - shift
-    return acc
-
-
-@njit(inline="always", nogil=True)
-def _row_squares(a, shift):
-    """Σ (a[l] − shift)² over a row, in float64."""
-    L = a.shape[0]
-    acc = 0.0
-    stop = L - L % 8
-    for l in range(0, stop, 8):
-        d0, d1, d2, d3 = a[l] - shift, a[l + 1] - shift, a[l + 2] - shift, a[l + 3] - shift
-        d4, d5, d6, d7 = a[l + 4] - shift, a[l + 5] - shift, a[l + 6] - shift, a[l + 7] - shift
-        acc += (((d0 * d0) + (d1 * d1)) + ((d2 * d2) + (d3 * d3))
-                + (((d4 * d4) + (d5 * d5)) + ((d6 * d6) + (d7 * d7))))
-    for l in range(stop, L):
-        d = a[l] - shift
-        acc += d * d
-    return acc
-
-
-@njit(inline="always", nogil=True)
-def _row_dot(g, a, shift):
-    """Σ g[l]·(a[l] − shift) over a row, in float64 (``shift`` is a float64)."""
-    L = a.shape[0]
-    acc = 0.0
-    stop = L - L % 8
-    for l in range(0, stop, 8):
-        acc += (((g[l] * (a[l] - shift)) + (g[l + 1] * (a[l + 1] - shift)))
-                + ((g[l + 2] * (a[l + 2] - shift)) + (g[l + 3] * (a[l + 3] - shift)))
-                + (((g[l + 4] * (a[l + 4] - shift)) + (g[l + 5] * (a[l + 5] - shift)))
-                   + ((g[l + 6] * (a[l + 6] - shift)) + (g[l + 7] * (a[l + 7] - shift)))))
-    for l in range(stop, L):
-        acc += g[l] * (a[l] - shift)
-    return acc
+def _channel_sum(x, c, shift, squares, acc):
+    """Σ (x[b, c, l] − shift) over (b, l), or Σ (x[b, c, l] − shift)² with ``squares``, in
+    float64 (``shift`` a float64), with ``acc`` [L] float64 scratch."""
+    B, L = x.shape[0], x.shape[2]
+    acc[:] = 0.0
+    for b in range(B):
+        row = x[b, c]
+        if squares:
+            for l in range(L):
+                d = row[l] - shift
+                acc[l] += d * d
+        else:
+            for l in range(L):
+                acc[l] += row[l] - shift
+    total = 0.0
+    for l in range(L):
+        total += acc[l]
+    return total
 
 
 @njit(cache=True, nogil=True)
@@ -1171,17 +1145,12 @@ def _batch_norm_forward_kernel(x, weight, bias, mean, var, inv_std, y, eps, batc
     B, L = x.shape[0], x.shape[2]
     n = B * L
     one = np.ones(1, dtype=x.dtype)[0]          # in the array's dtype: no float64 detour
+    acc = np.empty(L)
     for c in range(c0, c1):
         if batch:
-            acc = 0.0
-            for b in range(B):
-                acc += _row_sum(x[b, c], 0.0)
-            mu = acc / n
-            acc = 0.0
-            for b in range(B):
-                acc += _row_squares(x[b, c], mu)
+            mu = _channel_sum(x, c, 0.0, False, acc) / n
             mean[c] = mu
-            var[c] = acc / n
+            var[c] = _channel_sum(x, c, mu, True, acc) / n
         s = one / np.sqrt(var[c] + eps)
         inv_std[c] = s
         mu_c, scale, shift = mean[c], s * weight[c], bias[c]
@@ -1194,18 +1163,27 @@ def _batch_norm_forward_kernel(x, weight, bias, mean, var, inv_std, y, eps, batc
 @njit(cache=True, nogil=True)
 def _batch_norm_backward_kernel(g, x, weight, mean, inv_std, gx, gweight, gbias, batch,
                                 c0, c1):
-    """Channels c0..c1 of g and x [B, C, L]: Σ g and Σ g·x̂ in one pass (x̂ = (x − μ)·s
-    recomputed), then gx = γs·(g − Σ g/N − (x − μ)·s·Σ g·x̂/N) (or γs·g without ``batch``)."""
+    """Channels c0..c1 of g and x [B, C, L]: Σ g and Σ g·(x − μ) in one pass (x̂ = (x − μ)·s
+    is not stored), then gx = γs·(g − Σ g/N − (x − μ)·s·Σ g·x̂/N) (γs·g without ``batch``)."""
     B, L = x.shape[0], x.shape[2]
     n = B * L
+    acc_g, acc_gx = np.empty(L), np.empty(L)
     k = np.empty(2, dtype=x.dtype)              # the pass-2 constants, rounded to the dtype
     for c in range(c0, c1):
         mu, s = mean[c], inv_std[c]
+        mu64 = np.float64(mu)
+        acc_g[:] = 0.0
+        acc_gx[:] = 0.0
+        for b in range(B):
+            gr, xr = g[b, c], x[b, c]
+            for l in range(L):
+                acc_g[l] += gr[l]
+                acc_gx[l] += gr[l] * (xr[l] - mu64)
         sum_g = 0.0
         sum_gx = 0.0
-        for b in range(B):
-            sum_g += _row_sum(g[b, c], 0.0)
-            sum_gx += _row_dot(g[b, c], x[b, c], np.float64(mu))
+        for l in range(L):
+            sum_g += acc_g[l]
+            sum_gx += acc_gx[l]
         gbias[c] = sum_g
         gweight[c] = sum_gx * s
         scale = weight[c] * s
