@@ -4,8 +4,9 @@ gradient-norm clipping, with PyTorch's update rules.
 Layer (docs/architecture.md): beside ``nn`` (it updates Parameters). Every update is computed with
 the parameter's own backend kernels on backend arrays, so on the CUDA backend parameters, gradients
 and optimizer state never leave the device; SGD's hyper-parameters enter as 0-d backend arrays,
-and Adam/AdamW make one fused ``adam_update`` call per parameter. Kernels return new arrays, so an update rebinds ``p.data`` (and each state entry) instead of writing
-in place. ``state_dict()`` holds NumPy copies, for checkpoints.
+and Adam/AdamW make one fused ``adam_update`` call per parameter. Kernels return new arrays, so an
+update rebinds ``p.data`` (and each state entry) instead of writing in place. ``state_dict()``
+holds NumPy copies, for checkpoints.
 
 Notation: p a parameter, g its gradient, t the step count (from 1), λ the weight decay.
 """
