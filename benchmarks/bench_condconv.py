@@ -207,6 +207,7 @@ def build(variant: str, cfg: Config, seed: int = 0):
 
 
 def _build_minicond(variant, cfg, x_np, gy_np, W_np, b_np, R_np, c_np):
+    # the input wrapped without a copy each step, as the PyTorch variants' torch.from_numpy
     import minicond as mc
 
     backend = "numba" if variant.startswith("numba") else "numpy"
@@ -228,10 +229,10 @@ def _build_minicond(variant, cfg, x_np, gy_np, W_np, b_np, R_np, c_np):
     def step():
         if cfg.mode == "inference":
             with mc.no_grad():
-                return layer(mc.tensor(x_np, backend=backend))
+                return layer(mc.from_numpy(x_np, backend=backend))
         for p in params:
             p.grad = None
-        x = mc.tensor(x_np, requires_grad=True, backend=backend)
+        x = mc.from_numpy(x_np, requires_grad=True, backend=backend)
         y = layer(x)
         y.backward(gy)
         return y

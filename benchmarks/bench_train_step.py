@@ -137,7 +137,7 @@ def build(args: argparse.Namespace) -> tuple[Any, Any]:
     from minicond import random as mc_random
     from minicond.data import load_dataset
     from minicond.models import build_model
-    from minicond.tensor import tensor
+    from minicond.tensor import from_numpy
     from minicond.train import TrainConfig, build_optimizer
 
     d = TrainConfig()
@@ -154,7 +154,7 @@ def build(args: argparse.Namespace) -> tuple[Any, Any]:
     t_images, t_labels = torch.from_numpy(images), torch.from_numpy(labels).long()
 
     def minicond_step() -> float:
-        loss = F.cross_entropy(model(tensor(images, backend="numba")), labels)
+        loss = F.cross_entropy(model(from_numpy(images, backend="numba")), labels)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()

@@ -14,6 +14,7 @@ from .tensor import (
     bool_,
     float32,
     float64,
+    from_numpy,
     get_default_dtype,
     int64,
     set_default_dtype,
@@ -26,7 +27,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "BackendUnavailableError", "Tensor", "bool", "bool_", "data", "enable_grad", "float32",
-    "float64", "functional", "int64",
+    "float64", "from_numpy", "functional", "int64",
     "get_backend", "get_default_dtype", "interop", "is_grad_enabled", "manual_seed", "models", "nn",
     "no_grad", "optim", "set_default_backend", "set_default_dtype", "tensor", "testing", "viz",
     "load", "save",

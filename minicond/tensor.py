@@ -446,5 +446,27 @@ def tensor(data: Any, dtype: Any = None, requires_grad: bool = False,
     return Tensor(be.from_numpy(arr, dt), be, requires_grad=requires_grad)
 
 
+def from_numpy(array: np.ndarray, requires_grad: bool = False,
+               backend: str | ModuleType | None = None) -> Tensor:
+    """A leaf tensor on the array's own memory, as ``torch.from_numpy``: no copy on the CPU
+    backends (``numpy``, ``numba``), so writing into ``array`` afterwards changes the tensor;
+    minicond itself never writes into a tensor's memory (every kernel returns new arrays).
+    On the ``cuda`` backend the values are copied to the device. ``array`` must be a NumPy
+    array of dtype float32, float64, int64 or bool (``tensor`` converts anything else)."""
+    be = get_backend(backend)
+    if not isinstance(array, np.ndarray):
+        raise TypeError(f"from_numpy(): array must be a numpy.ndarray, got "
+                        f"{type(array).__name__} (use mc.tensor for lists and numbers)")
+    dt = np.dtype(array.dtype)
+    if dt not in FLOAT_DTYPES and dt not in (int64, bool_):
+        raise TypeError(f"from_numpy(): array has dtype {dt}; expected float32, float64, int64 "
+                        "or bool (mc.tensor converts other dtypes, with a copy)")
+    if requires_grad and dt not in FLOAT_DTYPES:
+        raise TypeError(f"from_numpy(): requires_grad=True needs a float array; this one is "
+                        f"{dt}")
+    data = array if be.name in ("numpy", "numba") else be.from_numpy(array, dt)
+    return Tensor(data, be, requires_grad=requires_grad)
+
+
 from . import autograd  # noqa: E402  (autograd and functional build on Tensor: import last)
 from . import functional as F  # noqa: E402

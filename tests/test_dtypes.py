@@ -235,3 +235,27 @@ def test_int_and_bool_tensors_sum_to_int64_like_torch(backend):
             np.testing.assert_array_equal(y.numpy(), yt.numpy())
     pred, labels = mc.tensor([1, 2, 0, 2]), mc.tensor([1, 0, 0, 2])
     assert (pred == labels).sum().item() == 3
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int64, np.bool_])
+def test_from_numpy_shares_the_array_on_the_cpu_backends(backend, dtype):
+    a = np.arange(6).reshape(2, 3).astype(dtype)
+    t = mc.from_numpy(a, backend=backend)
+    assert t.dtype == np.dtype(dtype) and t.shape == (2, 3) and not t.requires_grad
+    np.testing.assert_array_equal(t.numpy(), a)
+    a[0, 0] = 1                                     # the array's memory is the tensor's
+    assert bool(t.numpy()[0, 0] == 1) == (backend in ("numpy", "numba"))
+
+
+def test_from_numpy_gradients_and_refusals(backend):
+    a = np.linspace(-1, 1, 5)
+    x = mc.from_numpy(a, requires_grad=True, backend=backend)
+    (x * x).sum().backward()
+    np.testing.assert_allclose(x.grad.numpy(), 2 * a)
+    np.testing.assert_array_equal(a, np.linspace(-1, 1, 5))     # never written by minicond
+    with pytest.raises(TypeError, match=r"from_numpy\(\): array has dtype int32"):
+        mc.from_numpy(np.arange(3, dtype=np.int32), backend=backend)
+    with pytest.raises(TypeError, match="numpy.ndarray, got list"):
+        mc.from_numpy([1.0, 2.0], backend=backend)
+    with pytest.raises(TypeError, match="requires_grad=True needs a float array"):
+        mc.from_numpy(np.arange(3), requires_grad=True, backend=backend)
