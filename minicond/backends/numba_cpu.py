@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import builtins
 import math
+import os
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -93,7 +94,7 @@ from .numpy_ref import (  # noqa: F401 - re-exported as this backend's kernels
 
 try:
     import numba
-    from numba import njit
+    from numba import njit, prange
     from threadpoolctl import ThreadpoolController
 except ImportError as err:  # pragma: no cover - both are dependencies; this is the fallback
     _IMPORT_ERROR: ImportError | None = err
@@ -101,6 +102,8 @@ except ImportError as err:  # pragma: no cover - both are dependencies; this is 
     def njit(*args, **kwargs):
         """Leave functions uncompiled so the module imports and check_available can report."""
         return lambda function: function
+
+    prange = range
 else:
     _IMPORT_ERROR = None
 
@@ -118,10 +121,10 @@ MIN_CHUNK_COST = 1 << 17
 # column-buffer budget allows: handing chunks to the pool and waiting for them costs tens of
 # microseconds per chunk, more than a small layer's whole computation.
 INLINE_COST = 1 << 23
-# The direct (depthwise) kernels do a few multiply-adds per value loaded where a GEMM does
-# hundreds: one of their multiply-adds takes about as long as this many of a GEMM's, and
-# counts that much toward the two thresholds above.
-DIRECT_COST = 16
+# Kernels without matrix products (the depthwise convolutions) run in parallel on Numba's own
+# threads (``prange``; see _parallel_threads), which start in microseconds: from this many
+# multiply-adds on, below it on the calling thread.
+PARALLEL_COST = 1 << 16
 
 def check_available() -> None:
     if _IMPORT_ERROR is not None:
@@ -230,6 +233,54 @@ def _scratch(shape: tuple[int, ...], dtype: np.dtype, slot: int = 0) -> np.ndarr
         if nbytes <= 4 * COLUMN_BUFFER_BYTES:    # keep only buffers of the budgeted size
             buffers[slot] = buf
     return buf[:used].view(dtype).reshape(shape)
+
+
+# --- Numba's parallel threads ------------------------------------------------------------------
+
+@njit(cache=True, nogil=True, parallel=True)
+def _parallel_probe(out):
+    """A trivial parallel loop: its first call starts Numba's threads."""
+    for k in prange(out.shape[0]):
+        out[k] = k
+
+
+_parallel_started = False
+
+
+def _parallel_threads() -> None:
+    """Start Numba's parallel threads, once, waiting passively when idle.
+
+    With the OpenMP threading layer, the threads otherwise spin for a while after every
+    parallel loop, and so do OpenBLAS's after every product: taking turns on two cores, a
+    256×256 product and a tiny parallel loop took 8 ms together against 0.15 ms apart.
+    Passive waiting costs about 3 µs per parallel loop. libgomp reads ``OMP_WAIT_POLICY``
+    when Numba loads it, at the first parallel call, so the variable is set for that call
+    only (unless the user set it) and other OpenMP libraries loaded later never see it."""
+    global _parallel_started
+    if _parallel_started:
+        return
+    with _pool_lock:
+        if not _parallel_started:
+            preset = "OMP_WAIT_POLICY" in os.environ
+            if not preset:
+                os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+            try:
+                _parallel_probe(np.zeros(2, dtype=np.int64))
+            finally:
+                if not preset:
+                    del os.environ["OMP_WAIT_POLICY"]
+            _parallel_started = True
+
+
+def _parallel_chunk(n: int, item_cost: int, align: int = 1) -> int:
+    """Items per chunk of a parallel loop over n independent items of ``item_cost``
+    multiply-adds each: all n (one chunk, on the calling thread) below PARALLEL_COST in all,
+    else about n/MIN_CHUNKS, a whole number of ``align`` items. Every item's result is the
+    same in any chunk."""
+    if n * item_cost < PARALLEL_COST or num_threads() == 1:
+        return n
+    _parallel_threads()
+    return math.ceil(math.ceil(n / MIN_CHUNKS) / align) * align
 
 
 # --- compiled kernels --------------------------------------------------------------------------
@@ -362,7 +413,7 @@ def _col2im_kernel(cols, gx, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo):
 
 
 # --- depthwise kernels ------------------------------------------------------------------------
-# Two loop structures, chosen by shape in ``_depthwise_kernels`` (docs/numba.md draws both):
+# Two loop structures, chosen by shape in ``_depthwise`` (docs/numba.md draws both):
 #
 # * flat rows (unit stride, planes wider than FLAT_MIN_WIDTH): with the bordered plane P of row
 #   length Wp, output pixel (oh, ow) at tap (i, j) reads P[oh·Wp + ow + i·dh·Wp + j·dw], so one
@@ -505,7 +556,9 @@ def _depthwise_backward_input_flat(gy, w, gx, kh, kw, sh, sw, ph, pw, dh, dw, Ho
             # flat position k = h·Wq + x reads tap (i, j) at gyb offset
             # (ph + (kh − 1 − i)·dh)·Wq + pw + (kw − 1 − j)·dw: the flipped kernel's tap
             # (kh − 1 − i, kw − 1 − j), read from ph·Wq + pw on
-            flipped[:, :] = w[b, c, ::-1, ::-1]
+            for i in range(kh):
+                for j in range(kw):
+                    flipped[kh - 1 - i, kw - 1 - j] = w[b, c, i, j]
             _taps_flat(flat, flipped, gyb[ph * Wq + pw:], Wq, dh, dw, n)
             _rows_out(flat, gx[b, c], Wq)
 
@@ -685,14 +738,78 @@ def _depthwise_backward_weight_blocks(x, gy, gw, kh, kw, sh, sw, ph, pw, dh, dw,
                     gw[b, c, i, j] += acc[p]
 
 
-def _depthwise_kernels(stride, Wo):
-    """(forward, input gradient, weight gradient) kernels for a depthwise layer: flat rows at
-    unit stride on planes wider than FLAT_MIN_WIDTH, plane blocks otherwise."""
-    if tuple(stride) == (1, 1) and Wo > FLAT_MIN_WIDTH:
-        return (_depthwise_forward_flat, _depthwise_backward_input_flat,
-                _depthwise_backward_weight_flat)
-    return (_depthwise_forward_blocks, _depthwise_backward_input_blocks,
-            _depthwise_backward_weight_blocks)
+# The parallel loops over chunks of planes, one per step (forward, input gradient, weight
+# gradient), each running the flat-row or the plane-block kernel on its chunks. (One loop for
+# all six kernels compiled in 20 s; three of two take about 10 s in all.)
+
+@njit(cache=True, nogil=True, parallel=True)
+def _depthwise_forward_parallel(blocks, x, w, y, bias, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo,
+                                per):
+    n = y.shape[0]
+    for chunk in prange((n + per - 1) // per):
+        s = chunk * per
+        e = builtins.min(n, s + per)
+        b = bias[s:e] if bias.size else bias
+        if blocks:
+            _depthwise_forward_blocks(x[s:e], w[s:e], y[s:e], b, kh, kw, sh, sw, ph, pw, dh, dw,
+                                      Ho, Wo)
+        else:
+            _depthwise_forward_flat(x[s:e], w[s:e], y[s:e], b, kh, kw, sh, sw, ph, pw, dh, dw,
+                                    Ho, Wo)
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def _depthwise_backward_input_parallel(blocks, gy, w, gx, kh, kw, sh, sw, ph, pw, dh, dw, Ho,
+                                       Wo, per):
+    n = gx.shape[0]
+    for chunk in prange((n + per - 1) // per):
+        s = chunk * per
+        e = builtins.min(n, s + per)
+        if blocks:
+            _depthwise_backward_input_blocks(gy[s:e], w[s:e], gx[s:e], kh, kw, sh, sw, ph, pw,
+                                             dh, dw, Ho, Wo)
+        else:
+            _depthwise_backward_input_flat(gy[s:e], w[s:e], gx[s:e], kh, kw, sh, sw, ph, pw,
+                                           dh, dw, Ho, Wo)
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def _depthwise_backward_weight_parallel(blocks, x, gy, gw, kh, kw, sh, sw, ph, pw, dh, dw, Ho,
+                                        Wo, per):
+    n = gw.shape[0]
+    for chunk in prange((n + per - 1) // per):
+        s = chunk * per
+        e = builtins.min(n, s + per)
+        if blocks:
+            _depthwise_backward_weight_blocks(x[s:e], gy[s:e], gw[s:e], kh, kw, sh, sw, ph, pw,
+                                              dh, dw, Ho, Wo)
+        else:
+            _depthwise_backward_weight_flat(x[s:e], gy[s:e], gw[s:e], kh, kw, sh, sw, ph, pw,
+                                            dh, dw, Ho, Wo)
+
+
+# step -> (flat-row kernel, plane-block kernel, parallel loop)
+_DEPTHWISE = ((_depthwise_forward_flat, _depthwise_forward_blocks, _depthwise_forward_parallel),
+              (_depthwise_backward_input_flat, _depthwise_backward_input_blocks,
+               _depthwise_backward_input_parallel),
+              (_depthwise_backward_weight_flat, _depthwise_backward_weight_blocks,
+               _depthwise_backward_weight_parallel))
+
+
+def _depthwise(step, a, b, out, geo, bias=None):
+    """Run depthwise ``step`` (0 forward, 1 input gradient, 2 weight gradient) over the planes
+    [B·C, 1, ·, ·] of a, b and out: flat rows at unit stride on planes wider than
+    FLAT_MIN_WIDTH, plane blocks otherwise; in parallel chunks of planes (whole blocks) when
+    the call is large enough, else on the calling thread. ``bias`` (forward only): one value
+    per plane, or None."""
+    kh, kw, sh, sw, *_, Ho, Wo = geo
+    blocks = not (sh == 1 and sw == 1 and Wo > FLAT_MIN_WIDTH)
+    per = _parallel_chunk(out.shape[0], kh * kw * Ho * Wo, PLANE_BLOCK if blocks else 1)
+    biases = () if step else (np.zeros(0, dtype=out.dtype) if bias is None else bias,)
+    if per >= out.shape[0]:
+        _DEPTHWISE[step][blocks](a, b, out, *biases, *geo)
+    else:
+        _DEPTHWISE[step][2](blocks, a, b, out, *biases, *geo, per)
 
 
 _pad_source = njit(inline="always")(pad_source)
@@ -868,7 +985,9 @@ def _plane_weights(weight, B, C, dtype):
     splits over (example, channel) pairs and a single example still fills every thread."""
     kh, kw = weight.shape[-2:]
     w = np.broadcast_to(weight if weight.ndim == 5 else weight[None], (B, C, 1, kh, kw))
-    return np.ascontiguousarray(w, dtype=dtype).reshape(B * C, 1, kh, kw)
+    # always a writeable copy: a read-only view (what broadcasting returns) is another type
+    # to Numba, and every kernel would be compiled a second time for it
+    return np.array(w, dtype=dtype, order="C").reshape(B * C, 1, kh, kw)
 
 
 def _grouped(weight, groups, dtype):
@@ -895,13 +1014,7 @@ def conv2d_forward(x, weight, stride, padding, dilation, groups, bias=None):
     geo = _geometry_args(kernel, stride, padding, dilation, Ho, Wo)
     if _is_depthwise(weight.shape, C, groups):
         xp, wp, yp = _planes_of(x), _plane_weights(weight, B, C, dtype), _planes_of(y)
-        # one bias value per plane; an empty array: no bias
-        bp = np.zeros(0, dtype=dtype) if b_rows is None else b_rows.reshape(B * C)
-        forward = _depthwise_kernels(stride, Wo)[0]
-
-        def direct(s, e):
-            forward(xp[s:e], wp[s:e], yp[s:e], bp[s:e] if bp.size else bp, *geo)
-        _run_chunks(B * C, direct, DIRECT_COST * kernel[0] * kernel[1] * L)
+        _depthwise(0, xp, wp, yp, geo, None if b_rows is None else b_rows.reshape(B * C))
         return y
     w = _grouped(weight, groups, dtype)                       # [1|B, G, Cout/G, K]
 
@@ -961,13 +1074,9 @@ def conv2d_backward_input(gy, weight, x_shape, stride, padding, dilation, groups
         # the direct kernel writes every pixel of gx (zeros only where it does not run)
         gx = (np.empty if math.prod(x_shape) and rows and L else np.zeros)(
             tuple(x_shape), dtype=dtype)
-        gyp, wp, gxp = _planes_of(gy), _plane_weights(weight, B, C, dtype), _planes_of(gx)
-        backward_input = _depthwise_kernels(stride, Wo)[1]
-
-        def direct(s, e):
-            backward_input(gyp[s:e], wp[s:e], gxp[s:e], *geo)
         if gx.size and rows and L:
-            _run_chunks(B * C, direct, DIRECT_COST * kernel[0] * kernel[1] * L)
+            _depthwise(1, _planes_of(gy), _plane_weights(weight, B, C, dtype), _planes_of(gx),
+                       geo)
         return gx
     gx = np.zeros(tuple(x_shape), dtype=dtype)
     # wᵀ [1|B, G, Cin/G·kh·kw, Cout/G], contiguous so each product is a plain GEMM
@@ -1038,15 +1147,8 @@ def _depthwise_backward_weight(x, gy, kernel, geo, per_example):
     plane [B·C, 1, kh, kw] (split over (example, channel) pairs like the forward); a shared
     kernel's gradient is then their sum over the batch, in batch order."""
     B, C = x.shape[:2]
-    xp, gyp = _planes_of(x), _planes_of(gy)
-    backward_weight = _depthwise_kernels(geo[2:4], geo[-1])[2]
     gwp = np.zeros((B * C, 1) + tuple(kernel), dtype=x.dtype)
-
-    def direct(s, e):
-        backward_weight(xp[s:e], gyp[s:e], gwp[s:e], *geo)
-
-    _run_chunks(B * C, direct,
-                DIRECT_COST * kernel[0] * kernel[1] * gy.shape[2] * gy.shape[3])
+    _depthwise(2, _planes_of(x), _planes_of(gy), gwp, geo)
     if per_example:
         return gwp
     gw = gwp[:C].copy()
