@@ -275,11 +275,10 @@ def _parallel_threads() -> None:
 def _parallel_chunk(n: int, item_cost: int, align: int = 1) -> int:
     """Items per chunk of a parallel loop over n independent items of ``item_cost``
     multiply-adds each: all n (one chunk, on the calling thread) below PARALLEL_COST in all,
-    else about n/MIN_CHUNKS, a whole number of ``align`` items. Every item's result is the
-    same in any chunk."""
-    if n * item_cost < PARALLEL_COST or num_threads() == 1:
+    else about n/MIN_CHUNKS, a whole number of ``align`` items (from the shapes alone; every
+    item's result is the same in any chunk)."""
+    if n * item_cost < PARALLEL_COST:
         return n
-    _parallel_threads()
     return math.ceil(math.ceil(n / MIN_CHUNKS) / align) * align
 
 
@@ -806,9 +805,10 @@ def _depthwise(step, a, b, out, geo, bias=None):
     blocks = not (sh == 1 and sw == 1 and Wo > FLAT_MIN_WIDTH)
     per = _parallel_chunk(out.shape[0], kh * kw * Ho * Wo, PLANE_BLOCK if blocks else 1)
     biases = () if step else (np.zeros(0, dtype=out.dtype) if bias is None else bias,)
-    if per >= out.shape[0]:
+    if per >= out.shape[0] or num_threads() == 1:
         _DEPTHWISE[step][blocks](a, b, out, *biases, *geo)
     else:
+        _parallel_threads()
         _DEPTHWISE[step][2](blocks, a, b, out, *biases, *geo, per)
 
 
@@ -1035,6 +1035,13 @@ def conv2d_forward(x, weight, stride, padding, dilation, groups, bias=None):
     return y
 
 
+def _bands(B: int, Ho: int) -> tuple[int, int]:
+    """(output rows per band, bands per example) for the banded forward: ⌈MIN_CHUNKS/B⌉ bands
+    of whole rows, from the shapes alone."""
+    per_band = math.ceil(Ho / builtins.min(Ho, math.ceil(MIN_CHUNKS / B)))
+    return per_band, math.ceil(Ho / per_band)
+
+
 def _banded_forward(x, w, y, geo, groups, per_example, b_rows):
     """The forward of a few large examples (batch 1 above all), cut into bands of output rows
     so that every thread has work: ⌈MIN_CHUNKS/B⌉ bands per example (from the shapes alone),
@@ -1042,8 +1049,7 @@ def _banded_forward(x, w, y, geo, groups, per_example, b_rows):
     B, Cout, Ho, Wo = y.shape
     kh, kw = geo[0], geo[1]
     rows = x.shape[1] * kh * kw
-    per_band = math.ceil(Ho / builtins.min(Ho, math.ceil(MIN_CHUNKS / B)))
-    bands = math.ceil(Ho / per_band)
+    per_band, bands = _bands(B, Ho)
     y3 = y.reshape(B, groups, Cout // groups, Ho * Wo)
 
     def work(s, e):
