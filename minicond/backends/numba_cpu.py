@@ -1225,40 +1225,41 @@ def scatter_add(shape, index, g):
 # which run in that dtype.
 
 @njit(inline="always", nogil=True)
-def _channel_sum(x, c, shift, squares, acc):
-    """Σ (x[b, c, l] − shift) over (b, l), or Σ (x[b, c, l] − shift)² with ``squares``, in
-    float64 (``shift`` a float64), with ``acc`` [L] float64 scratch."""
+def _channel_moments(x, c, acc, acc_sq):
+    """(μ, σ²) of channel c of x [B, C, L] from one pass, in float64: with d = x − K for one
+    value K of the channel (its first), μ = K + Σ d/N and σ² = (Σ d² − (Σ d)²/N)/N. The
+    subtraction loses about (μ − K)²/σ² ≤ N units of float64 rounding, since no value of the
+    channel lies more than √N·σ from μ; ``acc``/``acc_sq`` are [L] float64 scratch."""
     B, L = x.shape[0], x.shape[2]
+    n = B * L
+    K = np.float64(x[0, c, 0])
     acc[:] = 0.0
+    acc_sq[:] = 0.0
     for b in range(B):
         row = x[b, c]
-        if squares:
-            for l in range(L):
-                d = row[l] - shift
-                acc[l] += d * d
-        else:
-            for l in range(L):
-                acc[l] += row[l] - shift
+        for l in range(L):
+            d = row[l] - K
+            acc[l] += d
+            acc_sq[l] += d * d
     total = 0.0
+    total_sq = 0.0
     for l in range(L):
         total += acc[l]
-    return total
+        total_sq += acc_sq[l]
+    return K + total / n, builtins.max(total_sq - total * total / n, 0.0) / n
 
 
 @njit(cache=True, nogil=True)
 def _batch_norm_forward_kernel(x, weight, bias, mean, var, inv_std, y, eps, batch, c0, c1):
-    """Channels c0..c1 of x [B, C, L]. With ``batch``: μ = Σ x/N (pass 1) and
-    σ² = Σ (x − μ)²/N (pass 2, centred on the float64 μ) into ``mean``/``var``; then
-    inv_std = 1/√(σ² + ε) and y = (x − μ)·(inv_std·γ) + β (pass 3)."""
+    """Channels c0..c1 of x [B, C, L]. With ``batch``: μ = Σ x/N and σ² = Σ (x − μ)²/N in
+    one pass (``_channel_moments``) into ``mean``/``var``; then inv_std = 1/√(σ² + ε) and
+    y = (x − μ)·(inv_std·γ) + β (pass 2)."""
     B, L = x.shape[0], x.shape[2]
-    n = B * L
     one = np.ones(1, dtype=x.dtype)[0]          # in the array's dtype: no float64 detour
-    acc = np.empty(L)
+    acc, acc_sq = np.empty(L), np.empty(L)
     for c in range(c0, c1):
         if batch:
-            mu = _channel_sum(x, c, 0.0, False, acc) / n
-            mean[c] = mu
-            var[c] = _channel_sum(x, c, mu, True, acc) / n
+            mean[c], var[c] = _channel_moments(x, c, acc, acc_sq)
         s = one / np.sqrt(var[c] + eps)
         inv_std[c] = s
         mu_c, scale, shift = mean[c], s * weight[c], bias[c]
