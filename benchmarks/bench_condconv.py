@@ -158,6 +158,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=2, help="threads for every library")
     p.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS))
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory runs")
+    p.add_argument("--sgemm-peak", action="store_true",
+                   help="also measure NumPy's (OpenBLAS) float32 matrix product on 1 and "
+                        "--threads threads, the reference for the GF/s column")
     p.add_argument("--memory-probe", nargs=2, metavar=("VARIANT", "CONFIG"),
                    help=argparse.SUPPRESS)     # internal: one memory measurement, as JSON
     args = p.parse_args(argv)
@@ -425,6 +428,28 @@ def print_table(results: list[dict[str, Any]]) -> None:
               f"{cells} | {peak} |")
 
 
+def sgemm_peak(threads: int, n: int = 2048, repeats: int = 5) -> dict[str, float]:
+    """GFLOP/s of NumPy's float32 n×n×n product (OpenBLAS) on 1 and on ``threads`` threads,
+    the best of ``repeats``: the ceiling for the im2col + GEMM convolutions."""
+    import numpy as np
+    from threadpoolctl import threadpool_limits
+
+    a = np.random.default_rng(0).standard_normal((n, n)).astype(np.float32)
+    out = {}
+    for t in sorted({1, threads}):
+        with threadpool_limits(limits=t, user_api="blas"):
+            a @ a
+            best = min(_timed(lambda: a @ a) for _ in range(repeats))
+        out[f"{t}_thread"] = 2.0 * n ** 3 / best / 1e9
+    return out
+
+
+def _timed(fn) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
 def run_cpu(args: argparse.Namespace) -> int:
     import numpy as np
     import torch
@@ -432,6 +457,10 @@ def run_cpu(args: argparse.Namespace) -> int:
     import minicond
 
     torch.set_num_threads(args.threads)
+    peak = sgemm_peak(args.threads) if args.sgemm_peak else None
+    if peak:
+        print("OpenBLAS float32 GEMM peak (2048³): " + ", ".join(
+            f"{k.split('_')[0]} thread(s) {v:.0f} GF/s" for k, v in peak.items()))
     results = []
     for cfg in args.configs:
         times = time_config(cfg, args.variants, args.repeats)
@@ -446,7 +475,8 @@ def run_cpu(args: argparse.Namespace) -> int:
                 "python": platform.python_version(), "numpy": np.__version__,
                 "torch": torch.__version__, "minicond": minicond.__version__,
                 "machine": platform.processor() or platform.machine(),
-                "cpus": os.cpu_count(), "time": time.strftime("%Y-%m-%d %H:%M:%S")}
+                "cpus": os.cpu_count(), "time": time.strftime("%Y-%m-%d %H:%M:%S"),
+                "sgemm_peak_gflops": peak}
         args.json.write_text(json.dumps({"meta": meta, "results": results}, indent=1))
         print(f"\nwrote {args.json}")
     return 0
