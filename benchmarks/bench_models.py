@@ -10,9 +10,10 @@ batch sizes 1 and 8, the same thread count for everyone (``--threads``, default 
 
 All three hold the same weights: timm's randomly initialised model (batch-norm statistics
 drawn away from their defaults) is loaded into minicond, and the logits of every variant are
-compared with timm's before timing. Every repeat runs each variant once, in turn, so load from
-other processes hits all of them alike; the reported time is the median over repeats, and the
-ratio t_torch / t_variant is above 1 where minicond is faster.
+compared with timm's before timing. Every repeat runs each variant in turn, one untimed
+settling step (the previous variant's thread pools stop spinning) and then one timed pass, so
+load from other processes hits all of them alike; the reported time is the median over
+repeats, and the ratio t_torch / t_variant is above 1 where minicond is faster.
 
     python benchmarks/bench_models.py                       # B0, 4 experts, 224 px, B = 1, 8
     python benchmarks/bench_models.py --quick               # 64 px, B = 1, 2, 2 repeats

@@ -9,7 +9,8 @@ formulation (the B per-example kernels mixed with one product, then one convolut
 groups·B groups over the batch folded into channels), and the minicond model's weights and
 batch-norm statistics loaded into it by name (``strict``: every parameter and buffer must
 match in name and shape). Both get the same batch from the ``shapes`` dataset, the same
-optimizer and the same thread count; each repeat runs one step of each in turn.
+optimizer and the same thread count; each repeat runs one step of each in turn, after an
+untimed settling step (the other library's thread pools stop spinning).
 
     python benchmarks/bench_train_step.py                    # defaults of minicond train
     python benchmarks/bench_train_step.py --threads 2 --repeats 11 --batch-size 64
