@@ -133,50 +133,122 @@ def compute_cuda_gemm_tiling() -> dict[str, Any]:
             "owner_first_rows": owner[:2, :threads_n + 2].tolist()}
 
 
-# (B, C, H·W side) of a 3×3, padding-1 convolution with C in and out channels, float32
-CPU_SHAPES = [(8, 8, 16), (64, 16, 16), (32, 32, 32), (256, 128, 16)]
+# (B, C, H·W side) of a 3×3, padding-1 convolution with C in and out channels, float32; the
+# batch-1 rows are the benchmark grid's batch-1 inference shapes
+CPU_SHAPES = [(8, 8, 16), (64, 16, 16), (32, 32, 32), (256, 128, 16), (1, 64, 56), (1, 128, 28)]
 
 
 def compute_cpu_chunks() -> dict[str, Any]:
-    """How the numba backend's conv2d_forward cuts the batch into chunks: its own
+    """How the numba backend's conv2d_forward splits its work: chunks of examples from its own
     ``_chunk_size`` with the forward's per-example cost (multiply-adds plus the im2col copy)
-    and column-buffer size."""
+    and column-buffer size, or, for fewer than MIN_CHUNKS examples above INLINE_COST, bands
+    of output rows from its own ``_bands``, the (example, band) items chunked as
+    ``_banded_forward`` chunks them."""
     from minicond.backends import numba_cpu
     rows_of = []
     for B, C, side in CPU_SHAPES:
         rows, L = C * 9, side * side
         item_cost, item_bytes = (C + 1) * rows * L, rows * L * 4
-        size = numba_cpu._chunk_size(B, item_cost, item_bytes)
-        rows_of.append({"B": B, "C": C, "HW": side, "operations": B * item_cost,
-                        "inline": B * item_cost < numba_cpu.INLINE_COST,
-                        "chunks": [[s, min(B, s + size)] for s in range(0, B, size)]})
+        item = {"B": B, "C": C, "HW": side, "operations": B * item_cost,
+                "inline": B * item_cost < numba_cpu.INLINE_COST}
+        if B < numba_cpu.MIN_CHUNKS and not item["inline"]:        # _banded_forward
+            per_band, bands = numba_cpu._bands(B, side)
+            n = B * bands
+            size = numba_cpu._chunk_size(n, (C + 1) * rows * per_band * side, 0)
+            item["bands"] = [[k * per_band, min(side, (k + 1) * per_band)]
+                             for k in range(bands)]
+        else:
+            n = B
+            size = numba_cpu._chunk_size(B, item_cost, item_bytes)
+        item["chunks"] = [[s, min(n, s + size)] for s in range(0, n, size)]
+        rows_of.append(item)
     return {"INLINE_COST": numba_cpu.INLINE_COST, "MIN_CHUNKS": numba_cpu.MIN_CHUNKS,
             "COLUMN_BUFFER_BYTES": numba_cpu.COLUMN_BUFFER_BYTES, "shapes": rows_of}
 
 
-# Depthwise rows of the benchmark grid: (B, C, HW).
-DEPTHWISE_SHAPES = [(16, 96, 28), (16, 144, 14), (1, 144, 28)]
+def _flat_rows(side: int, stride: int) -> bool:
+    """Whether the numba backend's depthwise kernels take flat rows for a 3×3, padding-1
+    convolution of side×side planes (``_depthwise``: unit stride, Wo > FLAT_MIN_WIDTH)."""
+    from minicond.backends import numba_cpu
+    Wo = (side + 2 - 3) // stride + 1
+    return stride == 1 and Wo > numba_cpu.FLAT_MIN_WIDTH
 
 
-def compute_cpu_depthwise() -> dict[str, Any]:
-    """The numba backend's depthwise 3×3 forward: how the B·C image planes are cut into
-    chunks (its own ``_chunk_size`` with the kernel's per-plane cost, kh·kw·Ho·Wo), and, on
-    one 5×5 plane with padding 1, which flat offsets of the zero-bordered 7×7 copy the nine
-    row walks of output row oh = 2 start from (``_window``: (oh + i)·Wp + j)."""
+# the flat-row plane drawn: H×W with padding 1 and a 3×3 kernel, and the output pixel whose
+# taps are shown; W is the smallest width that takes flat rows (Wo > FLAT_MIN_WIDTH)
+FLAT_PLANE = {"H": 3, "padding": 1, "pixel": [1, 4]}
+
+
+def compute_cpu_depthwise_flat() -> dict[str, Any]:
+    """The flat-row depthwise forward on one small plane: the flat output positions
+    k = oh·Wp + ow for k < (Ho − 1)·Wp + Wo, which are kept (ow < Wo) and which dropped, and
+    the positions k + i·Wp + j of the bordered plane that one output pixel's nine taps read.
+    The flat sums are checked against minicond's depthwise convolution on the same plane."""
+    from minicond.backends import numba_cpu
+    H, p = FLAT_PLANE["H"], FLAT_PLANE["padding"]
+    W = numba_cpu.FLAT_MIN_WIDTH + 1
+    assert _flat_rows(W, 1)
+    Hp, Wp = H + 2 * p, W + 2 * p
+    Ho, Wo = Hp - 2, Wp - 2
+    n = (Ho - 1) * Wp + Wo
+    rng = np.random.default_rng(0)
+    x = rng.integers(-3, 4, size=(1, 1, H, W)).astype(np.float64)
+    w = rng.integers(-2, 3, size=(1, 1, 3, 3)).astype(np.float64)
+    padded = np.pad(x[0, 0], p).reshape(-1)
+    padded = np.concatenate([padded, np.zeros(2)])          # the slack after the plane
+    flat = [float(sum(w[0, 0, i, j] * padded[k + i * Wp + j] for i in range(3)
+                      for j in range(3))) for k in range(n)]
+    y = F.conv2d(_t(x), _t(w), padding=p, groups=1).numpy()[0, 0]
+    kept = [k for k in range(n) if k % Wp < Wo]
+    assert np.array_equal(np.array([flat[k] for k in kept]), y.reshape(-1)), \
+        "the flat-row sums no longer match conv2d"
+    oh, ow = FLAT_PLANE["pixel"]
+    k0 = oh * Wp + ow
+    return {"FLAT_MIN_WIDTH": numba_cpu.FLAT_MIN_WIDTH, "H": H, "W": W, "padding": p,
+            "Hp": Hp, "Wp": Wp, "Ho": Ho, "Wo": Wo, "n": n,
+            "kept": [k % Wp < Wo for k in range(n)], "flat_output": _r(flat),
+            "x": _r(x[0, 0]), "w": _r(w[0, 0]), "pixel": [oh, ow], "k": k0,
+            "taps": [[k0 + i * Wp + j for j in range(3)] for i in range(3)]}
+
+
+# Depthwise rows of the benchmark grid: (B, C, HW, stride); the stride-2 rows (an
+# EfficientNet downsampling block's shapes) show the plane-block chunking
+DEPTHWISE_SHAPES = [(16, 96, 28, 1), (16, 144, 14, 1), (1, 144, 28, 1), (16, 96, 28, 2),
+                    (1, 144, 28, 2)]
+# the plane block drawn: planes of this side (padding 1, 3×3, stride 2), the output pixel
+# whose taps are shown, and how many of the block's lanes hold planes
+BLOCK_PLANE = {"side": 4, "stride": 2, "pixel": [1, 1], "planes": 12}
+
+
+def compute_cpu_depthwise_blocks() -> dict[str, Any]:
+    """The plane-block depthwise kernels: which pixel row of a [Hp·Wp, PLANE_BLOCK] block each
+    of one output pixel's nine taps reads (a PLANE_BLOCK-lane vector, one lane per plane), and
+    how the numba backend cuts the B·C planes of the benchmark's depthwise shapes into chunks
+    (its own ``_parallel_chunk`` with the per-plane cost kh·kw·Ho·Wo, whole blocks for the
+    plane-block shapes): functions of the shapes alone."""
     from minicond.backends import numba_cpu
     planes = []
-    for B, C, side in DEPTHWISE_SHAPES:
-        n, item_cost = B * C, 9 * side * side
-        size = numba_cpu._chunk_size(n, item_cost, 0)
-        planes.append({"B": B, "C": C, "HW": side, "planes": n, "operations": n * item_cost,
-                       "inline": n * item_cost < numba_cpu.INLINE_COST,
-                       "chunks": [[s, min(n, s + size)] for s in range(0, n, size)]})
-    H = W = 5
-    Wp, oh = W + 2, 2
-    starts = [[(oh + i) * Wp + j for j in range(3)] for i in range(3)]
-    return {"INLINE_COST": numba_cpu.INLINE_COST, "shapes": planes,
-            "plane": {"H": H, "W": W, "padding": 1, "Wp": Wp, "oh": oh,
-                      "row_starts": starts}}
+    for B, C, side, stride in DEPTHWISE_SHAPES:
+        Ho = (side + 2 - 3) // stride + 1
+        flat = _flat_rows(side, stride)
+        n = B * C
+        per = numba_cpu._parallel_chunk(n, 9 * Ho * Ho, 1 if flat else numba_cpu.PLANE_BLOCK)
+        planes.append({"B": B, "C": C, "HW": side, "stride": stride, "planes": n,
+                       "structure": "flat rows" if flat else "plane blocks",
+                       "operations": 9 * Ho * Ho * n,
+                       "inline": per >= n,
+                       "chunks": [[s, min(n, s + per)] for s in range(0, n, per)]})
+    side, s = BLOCK_PLANE["side"], BLOCK_PLANE["stride"]
+    assert not _flat_rows(side, s)
+    Wp = side + 2
+    Ho = (side + 2 - 3) // s + 1
+    oh, ow = BLOCK_PLANE["pixel"]
+    a = oh * s * Wp + ow * s
+    return {"PLANE_BLOCK": numba_cpu.PLANE_BLOCK, "PARALLEL_COST": numba_cpu.PARALLEL_COST,
+            "MIN_CHUNKS": numba_cpu.MIN_CHUNKS, "shapes": planes,
+            "block": {"side": side, "padding": 1, "stride": s, "Wp": Wp, "Ho": Ho,
+                      "pixel": [oh, ow], "planes": BLOCK_PLANE["planes"],
+                      "taps": [[a + i * Wp + j for j in range(3)] for i in range(3)]}}
 
 
 # The engine's layers, top to bottom; each calls only the layer below it.
@@ -387,67 +459,166 @@ def draw_cuda_gemm_tiling(plt: Any, d: dict[str, Any]) -> Any:
 def draw_cpu_chunks(plt: Any, d: dict[str, Any]) -> Any:
     from matplotlib.patches import Rectangle
     shapes = d["shapes"]
-    fig, ax = _canvas(plt, 9, 0.75 * len(shapes) + 0.9, (-3.9, 10.3), (-0.6, len(shapes)))
+    fig, ax = _canvas(plt, 9, 0.75 * len(shapes) + 1.1, (-3.9, 10.3), (-0.6, len(shapes)))
     colours = ["#aed6f1", "#5dade2"]
+    band_colours = ["#abebc6", "#58d68d"]
     for n, item in enumerate(shapes):
         y, B = len(shapes) - 1 - n, item["B"]
-        for k, (s, e) in enumerate(item["chunks"]):
-            ax.add_patch(Rectangle((10 * s / B, y), 10 * (e - s) / B, 0.6,
-                                   fc="#f5cba7" if item["inline"] else colours[k % 2], ec="#444"))
-            if not item["inline"] and len(item["chunks"]) <= 16:
-                ax.text(10 * (s + e) / (2 * B), y + 0.3, f"{s}–{e - 1}", ha="center",
+        chunks = item["chunks"]
+        if "bands" in item:
+            Ho = item["HW"]
+            for k, (s, e) in enumerate(item["bands"]):
+                ax.add_patch(Rectangle((10 * s / Ho, y), 10 * (e - s) / Ho, 0.6,
+                                       fc=band_colours[k % 2], ec="#444"))
+                ax.text(10 * (s + e) / (2 * Ho), y + 0.3, f"rows {s}–{e - 1}", ha="center",
                         va="center", fontsize=6)
-        per = item["chunks"][0][1] - item["chunks"][0][0]
-        how = ("inline, on the calling thread" if item["inline"] else
-               f"{len(item['chunks'])} chunks of {per} on the thread pool")
+            per = item["bands"][0][1] - item["bands"][0][0]
+            how = (f"{len(item['bands'])} bands of {per} output rows,\n"
+                   f"{len(chunks)} chunks on the thread pool")
+        else:
+            for k, (s, e) in enumerate(chunks):
+                ax.add_patch(Rectangle((10 * s / B, y), 10 * (e - s) / B, 0.6,
+                                       fc="#f5cba7" if item["inline"] else colours[k % 2],
+                                       ec="#444"))
+                if not item["inline"] and len(chunks) <= 16:
+                    ax.text(10 * (s + e) / (2 * B), y + 0.3, f"{s}–{e - 1}", ha="center",
+                            va="center", fontsize=6)
+            per = chunks[0][1] - chunks[0][0]
+            how = ("inline, on the calling thread" if item["inline"] else
+                   f"{len(chunks)} chunks of {per} on the thread pool")
         ax.text(-3.8, y + 0.3, f"B={B}, C={item['C']}, {item['HW']}×{item['HW']}\n{how}",
                 va="center", fontsize=7)
-    ax.set_title("numba backend, conv2d_forward (3×3, float32): the batch cut into chunks of "
-                 "examples; each chunk is im2col into a\nreused buffer, then one matmul. "
-                 "Chunks depend on the shapes only, never on the thread count.", fontsize=8)
+    ax.set_title("numba backend, conv2d_forward (3×3, float32). Blue: the batch cut into "
+                 "chunks of examples, each im2col into a reused\nbuffer, then one matmul. "
+                 f"Green: fewer than MIN_CHUNKS = {d['MIN_CHUNKS']} examples, each example's "
+                 "output rows cut into bands, each band\nunfolded and multiplied into its "
+                 "rows of y. Chunks and bands depend on the shapes only, never on the "
+                 "thread count.", fontsize=8)
     return fig
 
 
-def draw_cpu_depthwise(plt: Any, d: dict[str, Any]) -> Any:
+def draw_cpu_depthwise_flat(plt: Any, d: dict[str, Any]) -> Any:
     from matplotlib.patches import Rectangle
-    shapes, pl = d["shapes"], d["plane"]
-    fig, ax = _canvas(plt, 9, 4.6, (-3.9, 10.3), (-5.2, len(shapes) + 0.2))
-    colours = ["#aed6f1", "#5dade2"]
-    for n, item in enumerate(shapes):
-        y, N = len(shapes) - 1 - n, item["planes"]
-        for k, (s, e) in enumerate(item["chunks"]):
-            ax.add_patch(Rectangle((10 * s / N, y), 10 * (e - s) / N, 0.6,
-                                   fc="#f5cba7" if item["inline"] else colours[k % 2], ec="#444"))
-        per = item["chunks"][0][1] - item["chunks"][0][0]
-        how = ("inline, on the calling thread" if item["inline"] else
-               f"{len(item['chunks'])} chunks of {per} planes on the pool")
-        ax.text(-3.8, y + 0.3, f"B={item['B']}, C={item['C']}, {item['HW']}×{item['HW']}: "
-                f"{N} planes\n{how}", va="center", fontsize=7)
-    # one zero-bordered plane, flat, one cell per value; the nine row walks of output row oh
-    Wp, Hp = pl["Wp"], pl["H"] + 2 * pl["padding"]
-    cell, x0, y0 = 0.32, -3.6, -1.2
-    tap_colours = ["#e74c3c", "#27ae60", "#8e44ad"]
+    Hp, Wp, Wo, n = d["Hp"], d["Wp"], d["Wo"], d["n"]
+    taps = {k for row in d["taps"] for k in row}
+    fig, ax = _canvas(plt, 9, 5.0, (-0.2, 10.4), (-0.9, 5.6))
+    # the bordered plane, one cell per value, numbered by its flat index r·Wp + c
+    cell, x0, y0 = 0.5, 0.0, 4.4
     for r in range(Hp):
         for c in range(Wp):
-            border = r in (0, Hp - 1) or c in (0, Wp - 1)
+            k = r * Wp + c
+            border = r in (0, Hp - 1) or c < d["padding"] or c >= Wp - d["padding"]
             ax.add_patch(Rectangle((x0 + c * cell, y0 - r * cell), cell, cell,
-                                   fc="#eeeeee" if border else "#d6eaf8", ec="#999", lw=0.5))
-    for i, row in enumerate(pl["row_starts"]):
-        for j, start in enumerate(row):
-            r, c = divmod(start, Wp)
-            ax.add_patch(Rectangle((x0 + c * cell + 0.02 * j, y0 - r * cell + 0.02 * j),
-                                   pl["W"] * cell, cell, fill=False, ec=tap_colours[i],
-                                   lw=1.2))
-    ax.text(x0 + Wp * cell + 0.4, y0 - 1.2,
-            f"one plane, zero-bordered ({Hp}×{Wp}, grey the zeros), read in place:\n"
-            f"output row oh = {pl['oh']} is the sum over the taps (i, j) of w[i, j] times the "
-            f"row\nstarting at (oh + i)·Wp + j (boxes, one colour per i), {pl['W']} contiguous "
-            "values:\na vectorised multiply-add per tap, no bounds tests. The weight "
-            "gradient walks the\nsame rows: per tap, a row of per-column sums over oh, "
-            "then their sum.", va="center", fontsize=7)
-    ax.set_title("numba backend, depthwise conv2d (3×3): the B·C planes (each with its own "
-                 "kernel) cut into chunks, so one\nexample fills every thread; chunks "
-                 "depend on the shapes only, never on the thread count.", fontsize=8)
+                                   fc="#eeeeee" if border else "#d6eaf8",
+                                   ec="#c0392b" if k in taps else "#999",
+                                   lw=1.8 if k in taps else 0.5, zorder=3 if k in taps else 1))
+            ax.text(x0 + (c + 0.5) * cell, y0 - (r - 0.5) * cell, str(k), ha="center",
+                    va="center", fontsize=6, color="#c0392b" if k in taps else "#333",
+                    zorder=4)
+    oh, ow = d["pixel"]
+    ax.text(x0 + Wp * cell + 0.3, y0 - 0.8,
+            f"the zero-bordered plane P of a {d['H']}×{d['W']} plane, padding {d['padding']}"
+            f" (grey: zeros),\nstored flat, row length Wp = {Wp}; each cell shows its flat "
+            "index.\n"
+            f"Output pixel (oh, ow) = ({oh}, {ow}) is flat position k = oh·Wp + ow = "
+            f"{d['k']};\nits nine taps read P[k + i·Wp + j] (red): "
+            + ", ".join(str(v) for row in d["taps"] for v in row) + ".\n"
+            f"({d['W']} = FLAT_MIN_WIDTH + 1: the narrowest plane that takes flat rows.)",
+            va="center", fontsize=7)
+    # the flat output positions
+    fc, fy = 0.32, 0.9
+    for k in range(n):
+        kept = d["kept"][k]
+        ax.add_patch(Rectangle((k * fc, fy), fc, 0.42, fc="#aed6f1" if kept else "#f5b7b1",
+                               ec="#c0392b" if k == d["k"] else "#777",
+                               lw=1.8 if k == d["k"] else 0.5, zorder=3 if k == d["k"] else 1))
+        ax.text((k + 0.5) * fc, fy + 0.21, str(k), ha="center", va="center", fontsize=6,
+                zorder=4)
+    for row in range(d["Ho"]):
+        s = row * Wp
+        ax.plot([s * fc, (s + Wo) * fc], [fy + 0.55, fy + 0.55], color="#1f618d", lw=1)
+        ax.text((s + Wo / 2) * fc, fy + 0.72, f"row oh = {row}: kept", ha="center",
+                fontsize=6.5, color="#1f618d")
+    ax.text(0, fy - 0.35,
+            f"one loop over the flat positions k < (Ho − 1)·Wp + Wo = {n}: out[k] = "
+            "Σ_ij w[i, j]·P[k + i·Wp + j], one long vectorised pass.\n"
+            f"Red: ow = k − oh·Wp ≥ Wo = {Wo}, between two rows: computed from real "
+            "neighbours, then dropped when y[oh, :] = out[oh·Wp : oh·Wp + Wo] is copied "
+            "out.",
+            va="top", fontsize=7)
+    ax.set_title("numba backend, depthwise convolution at unit stride: flat rows (3×3, "
+                 "padding 1)", fontsize=8.5)
+    return fig
+
+
+def draw_cpu_depthwise_blocks(plt: Any, d: dict[str, Any]) -> Any:
+    from matplotlib.patches import Rectangle
+    bl, shapes, lanes = d["block"], d["shapes"], d["PLANE_BLOCK"]
+    Wp = bl["Wp"]
+    pixels = Wp * Wp
+    taps = {k for row in bl["taps"] for k in row}
+    top = len(shapes) * 0.95 + 0.9
+    fig, ax = _canvas(plt, 9, 7.6, (-3.9, 10.3), (-0.6, top + lanes * 0.25 + 0.9))
+    # the block: pixel rows along x, lanes (planes) along y
+    cw, ch, x0 = 10.0 / pixels, 0.25, 0.0
+    for k in range(pixels):
+        r, c = divmod(k, Wp)
+        border = r in (0, Wp - 1) or c in (0, Wp - 1)
+        for p in range(lanes):
+            used = p < bl["planes"]
+            ax.add_patch(Rectangle((x0 + k * cw, top + (lanes - 1 - p) * ch), cw, ch,
+                                   fc=("#eeeeee" if border else "#d6eaf8") if used else "#fbfcfc",
+                                   ec="#aaa", lw=0.3))
+        if k in taps:
+            ax.add_patch(Rectangle((x0 + k * cw, top), cw, lanes * ch, fill=False,
+                                   ec="#c0392b", lw=1.6, zorder=3))
+            ax.text(x0 + (k + 0.5) * cw, top - 0.15, str(k), ha="center", va="top",
+                    fontsize=6, color="#c0392b")
+    for r in range(Wp):
+        ax.plot([x0 + r * Wp * cw] * 2, [top, top + lanes * ch + 0.15], color="#555", lw=0.8)
+        ax.text(x0 + (r + 0.5) * Wp * cw, top + lanes * ch + 0.12, f"bordered row {r}",
+                ha="center", va="bottom", fontsize=6)
+    for p in (0, bl["planes"] - 1, lanes - 1):
+        ax.text(x0 - 0.1, top + (lanes - 0.5 - p) * ch, f"lane {p}", ha="right",
+                va="center", fontsize=6)
+    oh, ow = bl["pixel"]
+    ax.text(-3.8, top + lanes * ch - 0.2,
+            f"one block [Hp·Wp, {lanes}]:\n{lanes} planes of {bl['side']}×{bl['side']}, "
+            f"padding {bl['padding']},\ninterleaved pixel by pixel\n(lane p: plane first + p;"
+            f"\nhere {bl['planes']} planes, the taps\nof the other lanes zero).\n"
+            f"Output pixel (oh, ow) = ({oh}, {ow})\nat stride {bl['stride']} reads nine "
+            f"rows\n(red), each a {lanes}-lane vector.", va="top", fontsize=7)
+    ax.text(5.0, top + lanes * ch + 0.55,
+            f"out[oh·Wo + ow, :] = Σ_ij wt[(i, j), :] · block[oh·s·Wp + ow·s + i·Wp + j, :]"
+            f"   (Wp = {Wp}, s = {bl['stride']}; the innermost loop over the {lanes} lanes)",
+            ha="center", fontsize=7)
+    # the chunks of planes
+    colours = ["#aed6f1", "#5dade2"]
+    for n, item in enumerate(shapes):
+        y, N = (len(shapes) - 1 - n) * 0.95, item["planes"]
+        for k, (s, e) in enumerate(item["chunks"]):
+            ax.add_patch(Rectangle((10 * s / N, y), 10 * (e - s) / N, 0.55,
+                                   fc="#f5cba7" if item["inline"] else colours[k % 2],
+                                   ec="#444"))
+            if len(item["chunks"]) <= 16:
+                ax.text(10 * (s + e) / (2 * N), y + 0.275, f"{s}–{e - 1}", ha="center",
+                        va="center", fontsize=6)
+        if item["structure"] == "plane blocks":
+            for s in range(lanes, N, lanes):
+                ax.plot([10 * s / N] * 2, [y, y + 0.12], color="#222", lw=0.6)
+        per = item["chunks"][0][1] - item["chunks"][0][0]
+        how = ("one chunk, on the calling thread" if item["inline"] else
+               f"{len(item['chunks'])} chunks of {per} planes")
+        ax.text(-3.8, y + 0.275, f"B={item['B']}, C={item['C']}, {item['HW']}×{item['HW']}, "
+                f"s={item['stride']}: {item['structure']},\n{N} planes; {how}",
+                va="center", fontsize=6.5)
+    ax.text(5.0, len(shapes) * 0.95 - 0.05,
+            f"the B·C planes cut into chunks for Numba's threads (_parallel_chunk: about "
+            f"B·C/{d['MIN_CHUNKS']} planes, whole blocks of {lanes}\nfor plane blocks, "
+            "ticks at block edges): functions of the shapes alone, never of the thread count",
+            ha="center", va="bottom", fontsize=7)
+    ax.set_title("numba backend, depthwise convolution: plane blocks (strided and small "
+                 "planes), and the chunks of planes", fontsize=8.5)
     return fig
 
 
@@ -498,7 +669,8 @@ FIGURES: dict[str, tuple[Callable[[], dict[str, Any]], Callable[[Any, dict[str, 
     "padding_modes": (compute_padding_modes, draw_padding_modes),
     "cuda_gemm_tiling": (compute_cuda_gemm_tiling, draw_cuda_gemm_tiling),
     "cpu_chunks": (compute_cpu_chunks, draw_cpu_chunks),
-    "cpu_depthwise": (compute_cpu_depthwise, draw_cpu_depthwise),
+    "cpu_depthwise_flat": (compute_cpu_depthwise_flat, draw_cpu_depthwise_flat),
+    "cpu_depthwise_blocks": (compute_cpu_depthwise_blocks, draw_cpu_depthwise_blocks),
     "layer_stack": (compute_layer_stack, draw_layer_stack),
     "condconv_block": (compute_condconv_block, draw_condconv_block),
 }
