@@ -454,6 +454,7 @@ def test_numba_results_do_not_depend_on_the_thread_count(monkeypatch, threads, p
     be = get_backend("numba")
     if pooled:
         monkeypatch.setattr(be, "INLINE_COST", 0)
+        monkeypatch.setattr(be, "PARALLEL_COST", 0)     # the depthwise prange loops too
     rng = np.random.default_rng(0)
     x = rng.standard_normal((9, 6, 11, 10)).astype(np.float32)
     K = rng.standard_normal((9, 4, 3, 3, 3)).astype(np.float32)
@@ -462,6 +463,8 @@ def test_numba_results_do_not_depend_on_the_thread_count(monkeypatch, threads, p
     conv = ((1, 1), (1, 1), (1, 1), 2)
     Kd = rng.standard_normal((9, 6, 1, 3, 3)).astype(np.float32)     # depthwise, per plane
     depthwise = ((1, 1), (1, 1), (1, 1), 6)
+    strided = ((2, 2), (1, 1), (1, 1), 6)
+    gs = rng.standard_normal((9, 6, 6, 5)).astype(np.float32)
 
     def run():
         return [be.conv2d_forward(x, K, *conv), be.conv2d_forward(x[:1], K[:1], *conv),
@@ -472,6 +475,9 @@ def test_numba_results_do_not_depend_on_the_thread_count(monkeypatch, threads, p
                 be.conv2d_backward_input(x, Kd, x.shape, *depthwise),
                 be.conv2d_backward_weight(x, x, Kd.shape, *depthwise),
                 be.conv2d_backward_weight(x, x, Kd.shape[1:], *depthwise),
+                be.conv2d_forward(x, Kd, *strided),                   # plane blocks
+                be.conv2d_backward_input(gs, Kd, x.shape, *strided),
+                be.conv2d_backward_weight(x, gs, Kd.shape, *strided),
                 be.pad_backward(gy, (1, 2, 3, 0), "reflect"),
                 *be.batch_norm_forward(x, None, None, None, None, 1e-5),
                 *be.batch_norm_backward(gy, x[:, :4], None, x[0, :4, 0, 0],

@@ -76,12 +76,10 @@ from .numpy_ref import (  # noqa: F401 - re-exported as this backend's kernels
     minimum,
     mul,
     neg,
-    permute,
     power,
     power_tensor,
     relu,
     reshape,
-    sigmoid,
     softmax,
     softmax_backward,
     sqrt,
@@ -1182,6 +1180,36 @@ def mix_experts_backward(r, W, gK):
 
 
 # --- elementwise ---------------------------------------------------------------------------------
+
+def permute(a, axes):
+    # A view: NumPy's loops and OpenBLAS read transposed operands in place (a Linear layer's
+    # Wᵀ, 1280×1000 in EfficientNet's classifier, was copied on every call), and the compiled
+    # kernels make their inputs contiguous themselves. Nothing writes into a kernel's output.
+    return np.transpose(a, axes)
+
+
+@njit(cache=True, nogil=True)
+def _sigmoid_finish(a, t, out):
+    """out = 1/(1 + t) where a ≥ 0, else t/(1 + t), for t = exp(−|a|)."""
+    one = np.ones(1, dtype=out.dtype)[0]
+    for k in range(a.shape[0]):
+        out[k] = (one if a[k] >= 0 else t[k]) / (one + t[k])
+
+
+def sigmoid(a):
+    # numpy_ref's formula, bit for bit: t = exp(−|a|) by NumPy's vectorised exp in place, then
+    # one compiled pass for the division and the choice of branch (numpy_ref's composition
+    # makes eight passes; EfficientNet's SiLU calls this on every activation).
+    shape = np.shape(a)
+    a = np.ascontiguousarray(a).reshape(-1)              # (ascontiguousarray makes 0-d 1-d)
+    t = np.abs(a)
+    np.negative(t, out=t)
+    np.exp(t, out=t)
+    out = np.empty_like(t)
+    if out.size:
+        _sigmoid_finish(a, t, out)
+    return out.reshape(shape)
+
 
 @njit(cache=True, nogil=True)
 def _erf_kernel(a, out):

@@ -25,13 +25,15 @@ from .basic import Permute, _axes, _dropped_shape, _kept_shape, reshape
 
 
 def _dim(fn: str, dim: Any, ndim: int) -> int:
-    """One axis of an ``ndim``-D tensor, negative counted from the end."""
+    """One axis of an ``ndim``-D tensor, negative counted from the end; a 0-D tensor takes
+    dim 0 or −1, as in PyTorch."""
     if isinstance(dim, bool) or not isinstance(dim, numbers.Integral):
         raise TypeError(f"{fn}: dim={dim!r} must be an int")
-    if not -ndim <= dim < max(ndim, 1):
+    n = max(ndim, 1)
+    if not -n <= dim < n:
         raise ValueError(f"{fn}: dim={dim} is out of range for a {ndim}-D input "
-                         f"(expected {-ndim} <= dim < {max(ndim, 1)})")
-    return int(dim) % max(ndim, 1)
+                         f"(expected {-n} <= dim < {n})")
+    return int(dim) % n
 
 
 def unsqueeze(x: Tensor, dim: int) -> Tensor:
