@@ -25,16 +25,16 @@ compiled here is the convolution family, where NumPy needs Python loops or large
 * The training kernels fuse what NumPy would do in many passes: batch norm per channel
   (chunks of channels), ReLU's gradient, and the Adam step per parameter.
 
-Parallelism: a call with less than :data:`INLINE_COST` operations runs on the calling thread,
-with OpenBLAS as configured; handing it to threads costs more than it saves. Larger calls cut
-their work into chunks (of examples or image planes) that run on a pool of
-``NUMBA_NUM_THREADS`` Python threads, each calling ``nogil`` compiled kernels and a
-single-threaded OpenBLAS product on its own chunk. One pool, not two: Numba's parallel
-threads and OpenBLAS's threads both spin while waiting, and taking turns on a few shared cores
-they slowed each other several-fold. Chunk boundaries and the inline/pool choice depend on the
-shapes only, and every sum runs in a fixed order, so results are bit-identical run to run and
-for any ``NUMBA_NUM_THREADS`` (``docs/numba.md`` says what the OpenBLAS thread count can
-change).
+Parallelism: every matrix product of this backend runs on one OpenBLAS thread (OpenBLAS's own
+threads spin long after a product and starve whatever runs next). A call with less than
+:data:`INLINE_COST` operations runs on the calling thread; handing it to threads costs more
+than it saves. Larger calls with matrix products cut their work into chunks (of examples or
+bands of rows) that run on a pool of ``NUMBA_NUM_THREADS`` Python threads, each calling
+``nogil`` compiled kernels and its own product. The depthwise kernels, which have no product,
+run on Numba's own parallel threads (``prange``, started with passive waiting). Chunk
+boundaries and the inline/pool choice depend on the shapes only, and every sum runs in a
+fixed order, so results are bit-identical run to run and for any ``NUMBA_NUM_THREADS``
+(``docs/numba.md`` says what else can change them).
 """
 
 from __future__ import annotations
@@ -70,7 +70,6 @@ from .numpy_ref import (  # noqa: F401 - re-exported as this backend's kernels
     log1p,
     log_softmax,
     log_softmax_backward,
-    matmul,
     max,
     maximum,
     minimum,
@@ -162,7 +161,12 @@ def _executor(workers: int) -> ThreadPoolExecutor:
 
 @contextmanager
 def _single_threaded_blas() -> Iterator[None]:
-    """OpenBLAS on one thread while the pool's threads each run their own products."""
+    """OpenBLAS on one thread for every product of this backend: on the pool's threads, each
+    runs its own; on the calling thread, for the small products that stay there. OpenBLAS's
+    own threads keep spinning long after a product; a mixing product on two OpenBLAS threads
+    made the convolutions that followed it on the pool 1.5 times slower (32×32×32, 8 experts:
+    31 ms a training step against 20 ms for 2 experts, whose product stayed on one thread).
+    Setting the limit and restoring it costs about 6 µs."""
     with _pool_lock:
         if _BlasLimit.controller is None:
             _BlasLimit.controller = ThreadpoolController()
@@ -200,18 +204,15 @@ def _run_chunks(n: int, work: Callable[[int, int], object], item_cost: int,
     is a rough operation count per item (element copies or multiply-adds), ``item_bytes`` its
     scratch size.
 
-    Below :data:`INLINE_COST` operations in all, the blocks run on the calling thread and the
-    matrix products use OpenBLAS as configured (its own threads): a hand-off to the pool
-    would cost more than the work. Above it, the blocks run on the pool with OpenBLAS on one
-    thread, even when the pool has one worker, so that the products, and with them the bits,
-    are the same for any ``NUMBA_NUM_THREADS``. The choice depends on the shapes only."""
+    Below :data:`INLINE_COST` operations in all, the blocks run on the calling thread: a
+    hand-off to the pool would cost more than the work. Above it, the blocks run on the pool.
+    Either way OpenBLAS runs on one thread, so the products, and with them the bits, are the
+    same for any ``NUMBA_NUM_THREADS``. The choice depends on the shapes only."""
     size = _chunk_size(n, item_cost, item_bytes)
     bounds = [(s, builtins.min(n, s + size)) for s in range(0, n, size)]
-    if n * item_cost < INLINE_COST:
-        return [work(s, e) for s, e in bounds]
     workers = builtins.min(num_threads(), len(bounds))
     with _single_threaded_blas():
-        if workers <= 1:
+        if n * item_cost < INLINE_COST or workers <= 1:
             return [work(s, e) for s, e in bounds]
         return list(_executor(num_threads()).map(lambda be: work(*be), bounds))
 
@@ -1161,21 +1162,29 @@ def _depthwise_backward_weight(x, gy, kernel, geo, per_example):
     return gw
 
 
+def matmul(a, b):
+    # OpenBLAS on one thread, as everywhere in this backend (see _single_threaded_blas)
+    with _single_threaded_blas():
+        return np.matmul(a, b)
+
+
 def mix_experts(r, W):
     # One [B, E]·[E, P] product: E is small, so this is a pass over W per example, which
     # OpenBLAS does faster than a compiled loop and without a per-call thread hand-off.
     dtype = np.result_type(r, W)
     r = np.ascontiguousarray(r, dtype=dtype)
     W2 = np.ascontiguousarray(W, dtype=dtype).reshape(W.shape[0], -1)
-    return (r @ W2).reshape((r.shape[0],) + W.shape[1:])
+    with _single_threaded_blas():
+        return (r @ W2).reshape((r.shape[0],) + W.shape[1:])
 
 
 def mix_experts_backward(r, W, gK):
     E, B = W.shape[0], r.shape[0]
     gK_flat = np.ascontiguousarray(gK).reshape(B, W[0].size)    # explicit: B may be 0
     W_flat = np.ascontiguousarray(W).reshape(E, -1)
-    gr = gK_flat @ W_flat.T                                  # gr_be = ⟨gK_b, W_e⟩
-    gW = (np.ascontiguousarray(r.T) @ gK_flat).reshape(W.shape)  # gW_e = Σ_b r_be gK_b
+    with _single_threaded_blas():
+        gr = gK_flat @ W_flat.T                                  # gr_be = ⟨gK_b, W_e⟩
+        gW = (np.ascontiguousarray(r.T) @ gK_flat).reshape(W.shape)  # gW_e = Σ_b r_be gK_b
     return gr, gW
 
 
