@@ -190,7 +190,7 @@ def test_binary_elementwise(other, limit, dtype, data):
     agree(other, "eq", (a, b), dtype, exact=True)
 
 
-@covers("neg", "exp", "log", "sqrt", "relu", "sigmoid", "power")
+@covers("neg", "exp", "log", "sqrt", "relu", "sigmoid", "power", "silu")
 @fixture_settings
 @given(data=st.data(), p=st.sampled_from([2.0, 3.0, 0.5, -1.0, 1.5]))
 def test_unary_elementwise(other, limit, dtype, data, p):
@@ -198,9 +198,10 @@ def test_unary_elementwise(other, limit, dtype, data, p):
     a = 4 * rng.standard_normal(shapes(data.draw, limit, 0, 3))
     a.flat[:1] = 0.0                                  # relu at its kink, sigmoid at 1/2
     positive = np.abs(a) + 0.1
-    for name in ("neg", "exp", "relu", "sigmoid"):
+    for name in ("neg", "exp", "relu", "sigmoid", "silu"):
         agree(other, name, (a,), dtype)
     agree(other, "sigmoid", (40 * a,), dtype)         # saturated on both sides
+    agree(other, "silu", (40 * a,), dtype)
     agree(other, "log", (positive,), dtype)
     agree(other, "sqrt", (positive,), dtype)
     agree(other, "power", (positive, p), dtype)
@@ -475,6 +476,7 @@ def test_numba_results_do_not_depend_on_the_thread_count(monkeypatch, threads, p
                 be.conv2d_backward_input(x, Kd, x.shape, *depthwise),
                 be.conv2d_backward_weight(x, x, Kd.shape, *depthwise),
                 be.conv2d_backward_weight(x, x, Kd.shape[1:], *depthwise),
+                *be.silu(x),                                          # pool chunks
                 be.conv2d_forward(x, Kd, *strided),                   # plane blocks
                 be.conv2d_backward_input(gs, Kd, x.shape, *strided),
                 be.conv2d_backward_weight(x, gs, Kd.shape, *strided),

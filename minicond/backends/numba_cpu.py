@@ -122,6 +122,9 @@ INLINE_COST = 1 << 23
 # threads (``prange``; see _parallel_threads), which start in microseconds: from this many
 # multiply-adds on, below it on the calling thread.
 PARALLEL_COST = 1 << 16
+# What one element of an elementwise map counts toward INLINE_COST: a few passes over memory
+# and an exp cost about as much as this many of a GEMM's multiply-adds.
+ELEMENTWISE_COST = 32
 
 def check_available() -> None:
     if _IMPORT_ERROR is not None:
@@ -1198,26 +1201,46 @@ def permute(a, axes):
 
 
 @njit(cache=True, nogil=True)
-def _sigmoid_finish(a, t, out):
-    """out = 1/(1 + t) where a ≥ 0, else t/(1 + t), for t = exp(−|a|)."""
+def _sigmoid_finish(a, t, out, y):
+    """out = 1/(1 + t) where a ≥ 0, else t/(1 + t), for t = exp(−|a|); and y = a·out when y
+    is not empty (SiLU)."""
     one = np.ones(1, dtype=out.dtype)[0]
     for k in range(a.shape[0]):
         out[k] = (one if a[k] >= 0 else t[k]) / (one + t[k])
+    if y.size:
+        for k in range(a.shape[0]):
+            y[k] = a[k] * out[k]
+
+
+def _sigmoid(a, with_silu):
+    # numpy_ref's formula, bit for bit: t = exp(−|a|) by NumPy's vectorised exp in place, then
+    # one compiled pass for the division and the choice of branch (and SiLU's product), where
+    # numpy_ref's composition makes eight passes; chunks on the pool for large arrays (NumPy's
+    # loops release the GIL).
+    shape = np.shape(a)
+    a = np.ascontiguousarray(a).reshape(-1)              # (ascontiguousarray makes 0-d 1-d)
+    t, out = np.empty_like(a), np.empty_like(a)
+    y = np.empty_like(a) if with_silu else np.empty(0, dtype=a.dtype)
+
+    def work(s, e):
+        np.abs(a[s:e], out=t[s:e])
+        np.negative(t[s:e], out=t[s:e])
+        np.exp(t[s:e], out=t[s:e])
+        _sigmoid_finish(a[s:e], t[s:e], out[s:e], y[s:e] if with_silu else y)
+    if out.size * ELEMENTWISE_COST < INLINE_COST:
+        work(0, out.size)
+    else:
+        _run_chunks(out.size, work, ELEMENTWISE_COST)
+    return out.reshape(shape), (y.reshape(shape) if with_silu else None)
 
 
 def sigmoid(a):
-    # numpy_ref's formula, bit for bit: t = exp(−|a|) by NumPy's vectorised exp in place, then
-    # one compiled pass for the division and the choice of branch (numpy_ref's composition
-    # makes eight passes; EfficientNet's SiLU calls this on every activation).
-    shape = np.shape(a)
-    a = np.ascontiguousarray(a).reshape(-1)              # (ascontiguousarray makes 0-d 1-d)
-    t = np.abs(a)
-    np.negative(t, out=t)
-    np.exp(t, out=t)
-    out = np.empty_like(t)
-    if out.size:
-        _sigmoid_finish(a, t, out)
-    return out.reshape(shape)
+    return _sigmoid(a, False)[0]
+
+
+def silu(a):
+    s, y = _sigmoid(a, True)
+    return y, s
 
 
 @njit(cache=True, nogil=True)
@@ -1348,6 +1371,46 @@ def _batch_norm_backward_kernel(g, x, weight, mean, inv_std, gx, gweight, gbias,
                     dst[l] = scale * gr[l]
 
 
+# Parallel loops over chunks of channels (batch norm) and of elements (ReLU's gradient) on
+# Numba's threads, like the depthwise kernels: every channel and element is its own, so no
+# result depends on the chunking.
+
+@njit(cache=True, nogil=True, parallel=True)
+def _batch_norm_forward_parallel(x, weight, bias, mean, var, inv_std, y, eps, batch, per):
+    C = x.shape[1]
+    for chunk in prange((C + per - 1) // per):
+        c0 = chunk * per
+        _batch_norm_forward_kernel(x, weight, bias, mean, var, inv_std, y, eps, batch, c0,
+                                   builtins.min(C, c0 + per))
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def _batch_norm_backward_parallel(g, x, weight, mean, inv_std, gx, gweight, gbias, batch, per):
+    C = x.shape[1]
+    for chunk in prange((C + per - 1) // per):
+        c0 = chunk * per
+        _batch_norm_backward_kernel(g, x, weight, mean, inv_std, gx, gweight, gbias, batch,
+                                    c0, builtins.min(C, c0 + per))
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def _relu_backward_parallel(a, g, out, per):
+    n = out.shape[0]
+    for chunk in prange((n + per - 1) // per):
+        s = chunk * per
+        e = builtins.min(n, s + per)
+        _relu_backward_kernel(a[s:e], g[s:e], out[s:e])
+
+
+def _parallel(n: int, item_cost: int) -> int:
+    """Items per chunk for a parallel loop over n items, or 0: run on the calling thread."""
+    per = _parallel_chunk(n, item_cost)
+    if per >= n or num_threads() == 1:
+        return 0
+    _parallel_threads()
+    return per
+
+
 def _channels_view(a, dtype):
     """x [B, C, ...] as a contiguous [B, C, L] array of ``dtype``."""
     return np.ascontiguousarray(a, dtype=dtype).reshape(a.shape[0], a.shape[1],
@@ -1373,10 +1436,12 @@ def batch_norm_forward(x, weight, bias, mean, var, eps):
     gamma = _channel_vector(weight, C, 1, dtype)
     beta = _channel_vector(bias, C, 0, dtype)
 
-    def work(s, e):
-        _batch_norm_forward_kernel(x3, gamma, beta, mean, var, inv_std, y, dtype.type(eps),
-                                   batch, s, e)
-    _run_chunks(C, work, 3 * B * L)
+    args = (x3, gamma, beta, mean, var, inv_std, y, dtype.type(eps), batch)
+    per = _parallel(C, 3 * B * L)
+    if per:
+        _batch_norm_forward_parallel(*args, per)
+    else:
+        _batch_norm_forward_kernel(*args, 0, C)
     return y.reshape(x.shape), mean, var, inv_std
 
 
@@ -1390,10 +1455,12 @@ def batch_norm_backward(g, x, weight, mean, inv_std, batch_stats):
     mean = np.ascontiguousarray(mean, dtype=dtype)
     inv_std = np.ascontiguousarray(inv_std, dtype=dtype)
 
-    def work(s, e):
-        _batch_norm_backward_kernel(g3, x3, gamma, mean, inv_std, gx, gweight, gbias,
-                                    bool(batch_stats), s, e)
-    _run_chunks(C, work, 2 * B * L)
+    args = (g3, x3, gamma, mean, inv_std, gx, gweight, gbias, bool(batch_stats))
+    per = _parallel(C, 2 * B * L)
+    if per:
+        _batch_norm_backward_parallel(*args, per)
+    else:
+        _batch_norm_backward_kernel(*args, 0, C)
     return gx.reshape(x.shape), gweight, gbias
 
 
@@ -1410,10 +1477,11 @@ def relu_backward(a, g):
     g1 = np.ascontiguousarray(g, dtype=a.dtype).reshape(-1)
     out = np.empty(a1.shape, dtype=a.dtype)
 
-    def work(s, e):
-        _relu_backward_kernel(a1[s:e], g1[s:e], out[s:e])
-    if out.size:
-        _run_chunks(out.size, work, 1)
+    per = _parallel(out.size, 1)
+    if per:
+        _relu_backward_parallel(a1, g1, out, per)
+    elif out.size:
+        _relu_backward_kernel(a1, g1, out)
     return out.reshape(a.shape)
 
 

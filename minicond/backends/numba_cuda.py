@@ -1408,6 +1408,11 @@ def _relu_backward_kernel(dtype):
     return relu_backward_map
 
 
+def silu(a):
+    s = sigmoid(a)
+    return mul(a, s), s
+
+
 def relu_backward(a, g):
     dt = np.dtype(a.dtype)
     out = _empty(a.shape, dt)

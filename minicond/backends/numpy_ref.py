@@ -353,6 +353,11 @@ def relu_backward(a, g):
     return np.where(a > 0, g, g.dtype.type(0))
 
 
+def silu(a):
+    s = sigmoid(a)
+    return a * s, s
+
+
 def adam_scalars(dtype, step, lr, beta1, beta2, eps, weight_decay):
     """The per-call constants of ``adam_update`` computed in float64 and rounded to ``dtype``
     once: (1 − lr·λ, λ, 1 − β₁, β₂, 1 − β₂, √(1 − β₂ᵗ), ε, lr/(1 − β₁ᵗ))."""

@@ -79,6 +79,8 @@ over the data; ``numpy_ref`` states each as that composition)
         gbias = Σ g, gweight = Σ g·x̂, and gx = γ·inv_std·(g − (gbias + x̂·gweight)/N) when
         ``batch_stats`` (μ and σ² were computed from x), else γ·inv_std·g; weight None is
         γ = 1 (gweight is still returned)
+    ``silu(a)`` -> (y, s)             s = sigmoid(a) and y = a·s, in one call (SiLU's forward
+                                      keeps s for its backward)
     ``relu_backward(a, g)``           g where a > 0, else 0: 0 at a = 0 and where a is NaN,
                                       whatever g holds (a select, not g·[a > 0])
     ``adam_update(p, g, m, v, step, lr, beta1, beta2, eps, weight_decay, decoupled)``
@@ -109,5 +111,5 @@ KERNELS: tuple[str, ...] = (
     "pad", "pad_backward", "im2col", "col2im", "conv2d_forward", "conv2d_backward_input",
     "conv2d_backward_weight", "mix_experts", "mix_experts_backward",
     # training
-    "batch_norm_forward", "batch_norm_backward", "relu_backward", "adam_update",
+    "batch_norm_forward", "batch_norm_backward", "relu_backward", "adam_update", "silu",
 )

@@ -26,15 +26,15 @@ class SiLU(Function):
 
         ∂y/∂a = s + a·s(1 − s) = s·(1 + a·(1 − s)),   so   ∂L/∂a = g·s·(1 + a(1 − s)).
 
-    Forward keeps s (computed with the stable sigmoid kernel) so backward needs no exp.
+    Forward keeps s (the ``silu`` kernel returns it beside y, computed as the stable sigmoid
+    kernel does) so backward needs no exp.
     """
 
     @staticmethod
     def forward(ctx, a):
-        be = ctx.backend
-        s = be.sigmoid(a)
+        y, s = ctx.backend.silu(a)
         ctx.save_for_backward(a, s)
-        return be.mul(a, s)
+        return y
 
     @staticmethod
     def backward(ctx, g):
