@@ -476,7 +476,7 @@ def test_numba_results_do_not_depend_on_the_thread_count(monkeypatch, threads, p
                 be.conv2d_backward_input(x, Kd, x.shape, *depthwise),
                 be.conv2d_backward_weight(x, x, Kd.shape, *depthwise),
                 be.conv2d_backward_weight(x, x, Kd.shape[1:], *depthwise),
-                *be.silu(x),                                          # pool chunks
+                *be.silu(x), be.relu(x),                  # pool chunks, parallel loops
                 be.conv2d_forward(x, Kd, *strided),                   # plane blocks
                 be.conv2d_backward_input(gs, Kd, x.shape, *strided),
                 be.conv2d_backward_weight(x, gs, Kd.shape, *strided),

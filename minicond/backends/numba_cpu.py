@@ -77,7 +77,6 @@ from .numpy_ref import (  # noqa: F401 - re-exported as this backend's kernels
     neg,
     power,
     power_tensor,
-    relu,
     reshape,
     softmax,
     softmax_backward,
@@ -144,8 +143,8 @@ class _BlasLimit:
     last out restores it, so nested and concurrent calls compose."""
 
     users = 0
-    controller = None
-    limiter = None
+    libraries: list | None = None     # threadpoolctl's controllers of the loaded BLAS libraries
+    saved: list[int] = []             # their thread counts before the first user came in
 
 
 def num_threads() -> int:
@@ -169,12 +168,16 @@ def _single_threaded_blas() -> Iterator[None]:
     own threads keep spinning long after a product; a mixing product on two OpenBLAS threads
     made the convolutions that followed it on the pool 1.5 times slower (32×32×32, 8 experts:
     31 ms a training step against 20 ms for 2 experts, whose product stayed on one thread).
-    Setting the limit and restoring it costs about 6 µs."""
+    The libraries' own setters are called directly, about 1 µs each way (``limit()`` builds
+    its bookkeeping on every call, 6–9 µs: a tenth of a small product)."""
     with _pool_lock:
-        if _BlasLimit.controller is None:
-            _BlasLimit.controller = ThreadpoolController()
+        if _BlasLimit.libraries is None:
+            _BlasLimit.libraries = [lib for lib in ThreadpoolController().lib_controllers
+                                    if lib.user_api == "blas"]
         if _BlasLimit.users == 0:
-            _BlasLimit.limiter = _BlasLimit.controller.limit(limits=1, user_api="blas")
+            _BlasLimit.saved = [lib.get_num_threads() for lib in _BlasLimit.libraries]
+            for lib in _BlasLimit.libraries:
+                lib.set_num_threads(1)
         _BlasLimit.users += 1
     try:
         yield
@@ -182,8 +185,8 @@ def _single_threaded_blas() -> Iterator[None]:
         with _pool_lock:
             _BlasLimit.users -= 1
             if _BlasLimit.users == 0:
-                _BlasLimit.limiter.restore_original_limits()
-                _BlasLimit.limiter = None
+                for lib, n in zip(_BlasLimit.libraries, _BlasLimit.saved, strict=True):
+                    lib.set_num_threads(n)
 
 
 def _chunk_size(n: int, item_cost: int, item_bytes: int) -> int:
@@ -1391,6 +1394,36 @@ def _batch_norm_backward_parallel(g, x, weight, mean, inv_std, gx, gweight, gbia
         c0 = chunk * per
         _batch_norm_backward_kernel(g, x, weight, mean, inv_std, gx, gweight, gbias, batch,
                                     c0, builtins.min(C, c0 + per))
+
+
+@njit(cache=True, nogil=True)
+def _relu_kernel(a, out):
+    """out = max(a, 0) as NumPy's maximum: a where a > 0 or a is NaN, else 0 (−0 too)."""
+    zero = np.zeros(1, dtype=out.dtype)[0]
+    for k in range(a.shape[0]):
+        v = a[k]
+        out[k] = v if (v > zero or v != v) else zero
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def _relu_parallel(a, out, per):
+    n = out.shape[0]
+    for chunk in prange((n + per - 1) // per):
+        s = chunk * per
+        e = builtins.min(n, s + per)
+        _relu_kernel(a[s:e], out[s:e])
+
+
+def relu(a):
+    shape = np.shape(a)
+    a1 = np.ascontiguousarray(a).reshape(-1)
+    out = np.empty_like(a1)
+    per = _parallel(out.size, 1)
+    if per:
+        _relu_parallel(a1, out, per)
+    elif out.size:
+        _relu_kernel(a1, out)
+    return out.reshape(shape)
 
 
 @njit(cache=True, nogil=True, parallel=True)
