@@ -4,8 +4,8 @@ Each measurement runs in a fresh process with its own Numba cache directory. Col
 cache, ``import minicond``, then one call of every compiled path of the backend in one dtype
 (dense, grouped, pointwise, banded and depthwise convolutions in both depthwise loop
 structures, their gradients, shared and per-example weights, with and without a bias;
-im2col/col2im, padding in every mode, scatter-add, erf, batch norm, ReLU's gradient, the Adam
-step), on tiny shapes, with the thresholds lowered so that the thread-pool and parallel paths
+im2col/col2im, padding in every mode, scatter-add, erf, sigmoid and SiLU, ReLU and its
+gradient, batch norm, the Adam step), on tiny shapes, with the thresholds lowered so that the thread-pool and parallel paths
 compile too. Warm: the same in a new process with that cache filled, which loads the machine
 code instead of compiling it.
 
@@ -61,6 +61,9 @@ def exercise(dtype_name: str) -> None:
         out = be.batch_norm_forward(x, gamma, beta, *stats, 1e-5)
         be.batch_norm_backward(x, x, gamma, out[1], out[2], stats[0] is None)
     be.relu_backward(x, x)
+    be.relu(x)
+    be.sigmoid(x)
+    be.silu(x)
     for decoupled in (False, True):
         be.adam_update(arr(5), arr(5), arr(5), np.abs(arr(5)), 1, 1e-3, 0.9, 0.999, 1e-8, 0.01,
                        decoupled)
