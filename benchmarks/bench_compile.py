@@ -5,9 +5,9 @@ cache, ``import minicond``, then one call of every compiled path of the backend 
 (dense, grouped, pointwise, banded and depthwise convolutions in both depthwise loop
 structures, their gradients, shared and per-example weights, with and without a bias;
 im2col/col2im, padding in every mode, scatter-add, erf, sigmoid and SiLU, ReLU and its
-gradient, batch norm, the Adam step), on tiny shapes, with the thresholds lowered so that the thread-pool and parallel paths
-compile too. Warm: the same in a new process with that cache filled, which loads the machine
-code instead of compiling it.
+gradient, batch norm, the Adam step), on tiny shapes, with the thresholds lowered so that the
+thread-pool and parallel paths compile too. Warm: the same in a new process with that cache
+filled, which loads the machine code instead of compiling it.
 
     python benchmarks/bench_compile.py                  # float32
     python benchmarks/bench_compile.py --dtype float64
