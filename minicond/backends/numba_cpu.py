@@ -1,10 +1,12 @@
 """The Numba CPU backend: the convolution path compiled with ``@njit``, the rest shared with
 NumPy.
 
-Layer (docs/architecture.md): bottom (see ``table.py`` for the signatures). Elementwise maps,
-reductions, shape operations, softmax and the small matrix products are NumPy's own vectorised loops
-already, so they are taken from ``numpy_ref`` unchanged: a JIT brings nothing there. What is
-compiled here is the convolution family, where NumPy needs Python loops or large temporaries:
+Layer (docs/architecture.md): bottom (see ``table.py`` for the signatures). Most elementwise
+maps, reductions, shape operations and softmax are NumPy's own vectorised loops already, so
+they are taken from ``numpy_ref`` unchanged: a JIT brings nothing there. The exceptions
+(``sigmoid``, ``silu``, ``relu``, per-plane ``sum``, ``matmul``, ``permute``) are at the end
+of this file, with the reason beside each. What is compiled here is above all the convolution
+family, where NumPy needs Python loops or large temporaries:
 
 * ``conv2d_*`` unfold a chunk of examples at a time into a column buffer of at most
   :data:`COLUMN_BUFFER_BYTES` (compiled ``im2col``, reading each image plane through a
