@@ -51,7 +51,7 @@ from contextlib import contextmanager
 
 import numpy as np
 
-from . import BackendUnavailableError, numpy_ref
+from . import BackendUnavailableError
 from .geometry import grouped_weight, output_size, pad_mode_code, pad_source
 from .numpy_ref import (  # noqa: F401 - re-exported as this backend's kernels
     adam_scalars,
@@ -84,6 +84,7 @@ from .numpy_ref import (  # noqa: F401 - re-exported as this backend's kernels
     softmax_backward,
     sqrt,
     sub,
+    sum,
     tanh,
     to_numpy,
     where,
@@ -1196,59 +1197,6 @@ def mix_experts_backward(r, W, gK):
 
 
 # --- elementwise ---------------------------------------------------------------------------------
-
-@njit(cache=True, nogil=True, fastmath={"reassoc"})
-def _row_sum(row):
-    """Σ row in float64, reassociated into vector partial sums (fixed by the compiled loop and
-    the length alone: the bits repeat run to run)."""
-    total = 0.0
-    for v in row:
-        total += v
-    return total
-
-
-@njit(cache=True, nogil=True)
-def _plane_sums(a, out):
-    """out[p] = Σ_l a[p, l] for a [P, L] (float64)."""
-    for p in range(a.shape[0]):
-        out[p] = _row_sum(a[p])
-
-
-@njit(cache=True, nogil=True, parallel=True)
-def _plane_sums_parallel(a, out, per):
-    n = a.shape[0]
-    for chunk in prange((n + per - 1) // per):
-        s = chunk * per
-        _plane_sums(a[s:builtins.min(n, s + per)], out[s:builtins.min(n, s + per)])
-
-
-def sum(a, axes, keepdims):  # noqa: A001 - the table's name
-    # The sums over the pixels of each image plane, (2, 3) (global average pooling) and
-    # (0, 2, 3) (a bias gradient), compiled: per plane in float64, in parallel for large
-    # arrays; NumPy's reduction over the non-contiguous axes (0, 2, 3) took several passes.
-    # Everything else is numpy_ref's.
-    axes = tuple(axes)
-    if a.ndim != 4 or a.dtype.kind != "f" or axes not in ((2, 3), (0, 2, 3)) or not a.size:
-        return numpy_ref.sum(a, axes, keepdims)
-    B, C, H, W = a.shape
-    planes = np.ascontiguousarray(a).reshape(B * C, H * W)
-    sums = np.empty(B * C)
-    per = _parallel(B * C, H * W)
-    if per:
-        _plane_sums_parallel(planes, sums, per)
-    else:
-        _plane_sums(planes, sums)
-    sums = sums.reshape(B, C)
-    if axes == (0, 2, 3):
-        total = sums[0].copy()
-        for b in range(1, B):                       # over the batch in order
-            total += sums[b]
-        sums = total[None]
-    out = sums.astype(a.dtype)
-    if keepdims:
-        return out.reshape(out.shape + (1, 1))
-    return out.reshape((C,) if axes == (0, 2, 3) else (B, C))
-
 
 def permute(a, axes):
     # A view: NumPy's loops and OpenBLAS read transposed operands in place (a Linear layer's
