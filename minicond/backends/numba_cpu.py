@@ -4,7 +4,7 @@ NumPy.
 Layer (docs/architecture.md): bottom (see ``table.py`` for the signatures). Most elementwise
 maps, reductions, shape operations and softmax are NumPy's own vectorised loops already, so
 they are taken from ``numpy_ref`` unchanged: a JIT brings nothing there. The exceptions
-(``sigmoid``, ``silu``, ``relu``, per-plane ``sum``, ``matmul``, ``permute``) are at the end
+(``sigmoid``, ``silu``, ``relu``, ``matmul``, ``permute``) are at the end
 of this file, with the reason beside each. What is compiled here is above all the convolution
 family, where NumPy needs Python loops or large temporaries:
 
