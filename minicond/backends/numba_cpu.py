@@ -289,6 +289,16 @@ def _parallel_chunk(n: int, item_cost: int, align: int = 1) -> int:
     return math.ceil(math.ceil(n / MIN_CHUNKS) / align) * align
 
 
+def _parallel(n: int, item_cost: int, align: int = 1) -> int:
+    """Items per chunk for a parallel loop over n items (``_parallel_chunk``), with Numba's
+    threads started; or 0: run on the calling thread (one chunk, or one thread)."""
+    per = _parallel_chunk(n, item_cost, align)
+    if per >= n or num_threads() == 1:
+        return 0
+    _parallel_threads()
+    return per
+
+
 # --- compiled kernels --------------------------------------------------------------------------
 # Serial and ``nogil``: the pool above supplies the parallelism. ``max``/``sum`` at module level
 # are the table's kernels, so compiled code spells out its comparisons instead.
@@ -810,13 +820,12 @@ def _depthwise(step, a, b, out, geo, bias=None):
     per plane, or None."""
     kh, kw, sh, sw, *_, Ho, Wo = geo
     blocks = not (sh == 1 and sw == 1 and Wo > FLAT_MIN_WIDTH)
-    per = _parallel_chunk(out.shape[0], kh * kw * Ho * Wo, PLANE_BLOCK if blocks else 1)
+    per = _parallel(out.shape[0], kh * kw * Ho * Wo, PLANE_BLOCK if blocks else 1)
     biases = () if step else (np.zeros(0, dtype=out.dtype) if bias is None else bias,)
-    if per >= out.shape[0] or num_threads() == 1:
-        _DEPTHWISE[step][blocks](a, b, out, *biases, *geo)
-    else:
-        _parallel_threads()
+    if per:
         _DEPTHWISE[step][2](blocks, a, b, out, *biases, *geo, per)
+    else:
+        _DEPTHWISE[step][blocks](a, b, out, *biases, *geo)
 
 
 _pad_source = njit(inline="always")(pad_source)
@@ -1435,15 +1444,6 @@ def _relu_backward_parallel(a, g, out, per):
         s = chunk * per
         e = builtins.min(n, s + per)
         _relu_backward_kernel(a[s:e], g[s:e], out[s:e])
-
-
-def _parallel(n: int, item_cost: int) -> int:
-    """Items per chunk for a parallel loop over n items, or 0: run on the calling thread."""
-    per = _parallel_chunk(n, item_cost)
-    if per >= n or num_threads() == 1:
-        return 0
-    _parallel_threads()
-    return per
 
 
 def _channels_view(a, dtype):
