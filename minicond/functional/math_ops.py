@@ -305,6 +305,14 @@ def _correction(fn: str, unbiased: Any, correction: Any) -> float:
     return float(correction)
 
 
+def _deviations(be, a, axes, correction):
+    """(d, divisor) of var/std: d = x − μ with μ the mean over ``axes`` (kept as size-1 axes),
+    and the divisor max(n − c, 0) for the n values of each slice."""
+    n = int(np.prod([a.shape[i] for i in axes]))
+    mu = be.div(be.sum(a, axes, True), be.full((), n, a.dtype))
+    return be.sub(a, mu), max(n - correction, 0.0)
+
+
 class Var(Function):
     """y = Σ_axes (x − μ)² / (n − c), μ the mean over the n reduced elements and c the
     correction (1: unbiased, 0: the population variance); n − c ≤ 0 divides by 0 (inf or
@@ -317,11 +325,9 @@ class Var(Function):
     @staticmethod
     def forward(ctx, a, axes, keepdim, correction):
         be = ctx.backend
-        n = int(np.prod([a.shape[i] for i in axes]))
-        mu = be.div(be.sum(a, axes, True), be.full((), n, a.dtype))
-        d = be.sub(a, mu)
+        d, ctx.divisor = _deviations(be, a, axes, correction)
         ctx.save_for_backward(d)
-        ctx.axes, ctx.divisor = axes, max(n - correction, 0.0)
+        ctx.axes = axes
         with np.errstate(divide="ignore", invalid="ignore"):
             y = be.div(be.sum(be.mul(d, d), axes, keepdim), be.full((), ctx.divisor, a.dtype))
         return y
@@ -346,10 +352,7 @@ class Std(Function):
     @staticmethod
     def forward(ctx, a, axes, keepdim, correction):
         be = ctx.backend
-        n = int(np.prod([a.shape[i] for i in axes]))
-        mu = be.div(be.sum(a, axes, True), be.full((), n, a.dtype))
-        d = be.sub(a, mu)
-        divisor = max(n - correction, 0.0)
+        d, divisor = _deviations(be, a, axes, correction)
         with np.errstate(divide="ignore", invalid="ignore"):
             y = be.sqrt(be.div(be.sum(be.mul(d, d), axes, True), be.full((), divisor, a.dtype)))
         ctx.save_for_backward(d, y)
